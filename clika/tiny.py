@@ -1,0 +1,101 @@
+"""The embedded default model: a small Llama with a byte-level BPE tokenizer trained on text we own.
+
+Built from a config (no download), cached under the cache root keyed by a hash of the config and
+the corpus, so every process that asks for the same tiny model gets the same weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from clika.env import cache_root
+from clika.languages import LANGS
+
+SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<unk>"]
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    vocab_size: int = 1024
+    hidden_size: int = 128
+    intermediate_size: int = 352
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
+    max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = True
+    seed: int = 0
+    extra_corpus: tuple[str, ...] = field(default_factory=tuple)  # more lines for the tokenizer
+
+
+def owned_corpus() -> list[str]:
+    """Multilingual sentences written by the project (all ten scripts), shipped in clika/assets."""
+    root = resources.files("clika").joinpath("assets/corpus")
+    lines: list[str] = []
+    for lang in LANGS:
+        lines += [l for l in root.joinpath(f"{lang}.txt").read_text(encoding="utf-8").splitlines() if l]
+    return lines
+
+
+def _key(cfg: TinyConfig, corpus: list[str]) -> str:
+    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
+    h.update("\n".join(corpus).encode())
+    return h.hexdigest()[:12]
+
+
+def train_tokenizer(corpus: list[str], vocab_size: int):
+    """Byte-level BPE: every byte is in the base alphabet, so any script round-trips exactly."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        clean_up_tokenization_spaces=False, model_max_length=2048)
+
+
+def build_tiny(cfg: TinyConfig | None = None, cache_dir: str | Path | None = None) -> Path:
+    """Return a cached HF folder (config, weights, tokenizer) for the tiny model, building it once."""
+    cfg = cfg or TinyConfig()
+    corpus = owned_corpus() + list(cfg.extra_corpus)
+    out = Path(cache_dir or cache_root() / "models") / f"tiny-{_key(cfg, corpus)}"
+    if (out / "config.json").exists() and (out / "tokenizer.json").exists():
+        return out
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = train_tokenizer(corpus, cfg.vocab_size)
+    torch.manual_seed(cfg.seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_key_value_heads, max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=cfg.tie_word_embeddings, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-tiny-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.replace(tmp, out)  # atomic: concurrent builders either win or find it built
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,31 @@
+"""`evaluate(cfg)`: score a model on the CLiKA suite and write results, predictions, report and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from clika.models import ModelSpec, load_model
+from clika.report import write_evaluation
+from clika.suite import Suite, load_suite_items, run_suite
+
+
+def suite_from_cfg(cfg: DictConfig) -> Suite:
+    return Suite.from_dict(OmegaConf.to_container(cfg.clika, resolve=True))
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    import torch
+
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    suite = suite_from_cfg(cfg)
+    items = load_suite_items(suite)  # fail on data problems before paying for the model
+    spec = ModelSpec(**OmegaConf.to_container(cfg.model, resolve=True))
+    device = cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = load_model(spec, device=device)
+    metrics, results = run_suite(model, tokenizer, suite, items=items)
+    paths = write_evaluation(cfg.paths.output_dir, metrics, results, spec.name)
+    print(f"results: {paths['results']}\nreport:  {paths['report']}")
+    return {"metrics": metrics, "paths": {k: str(v) for k, v in paths.items()}, "output_dir": str(Path(cfg.paths.output_dir))}

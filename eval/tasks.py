@@ -1,0 +1,56 @@
+"""Side tasks of `eval.py`: dump_prompts, rescore (and the others registered in TASKS)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from clika.datasets import REGISTRY
+from clika.errors import ClikaError
+from clika.jsonl import atomic_write_text, write_json, write_jsonl
+from clika.prompts import render
+from clika.rescore import markdown, rescore
+from clika.suite import load_suite_items
+
+
+def _out(cfg: DictConfig) -> Path:
+    return Path(cfg.get("output_dir") or cfg.paths.output_dir)
+
+
+def dump_prompts(cfg: DictConfig) -> dict:
+    """OUT/prompts/<dataset>/<lang>.jsonl with {"uuid", "input"} per item, to inspect before a costly run."""
+    from eval.evaluate import suite_from_cfg
+
+    suite = suite_from_cfg(cfg)
+    tokenizer = None
+    if suite.prompt_style == "chat":
+        from omegaconf import OmegaConf
+
+        from clika.models import ModelSpec, load_tokenizer
+
+        tokenizer = load_tokenizer(ModelSpec(**OmegaConf.to_container(cfg.model, resolve=True)))
+    out = _out(cfg)
+    written = []
+    for ds, by_lang in load_suite_items(suite).items():
+        for lang, items in by_lang.items():
+            rows = [{"uuid": it.uid, "input": render(it, REGISTRY[ds].template, suite.prompt_style, tokenizer)}
+                    for it in items]
+            written.append(write_jsonl(out / "prompts" / ds / f"{lang}.jsonl", rows))
+    print(f"wrote {len(written)} prompt files under {out / 'prompts'}")
+    return {"files": [str(p) for p in written]}
+
+
+def rescore_task(cfg: DictConfig) -> dict:
+    results_dir = cfg.get("results_dir")
+    if not results_dir:
+        raise ClikaError("results_dir is not set", fix="python eval.py task=rescore results_dir=DIR output_dir=OUT")
+    report = rescore(results_dir, dict(cfg.clika.reference))
+    out = _out(cfg)
+    write_json(out / "rescore.json", report)
+    atomic_write_text(out / "rescore.md", markdown(report))
+    print(f"rescored {len(report)} systems -> {out / 'rescore.json'}")
+    return {"report": report, "output_dir": str(out)}
+
+
+TASKS = {"dump_prompts": dump_prompts, "rescore": rescore_task}

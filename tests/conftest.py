@@ -1,0 +1,49 @@
+"""Offline, single-threaded, project-local caches for every test."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("CLIKA_CACHE", str(ROOT / ".cache"))
+os.environ["WANDB_MODE"] = "offline"
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("CLIKA_PROGRESS", "0")
+
+from clika.env import setup_env  # noqa: E402
+
+setup_env(offline=True)
+
+
+def _data_root() -> Path | None:
+    env = os.environ.get("CLIKA_DATA")
+    for cand in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "clika-data"]:
+        if cand.is_dir():
+            return cand
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = _data_root()
+    if root is None:
+        pytest.skip("CLiKA data not found: set CLIKA_DATA to the official release")
+    return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """(model, tokenizer) of the embedded tiny model, built once per session."""
+    from clika.models import ModelSpec, load_model
+
+    return load_model(ModelSpec())

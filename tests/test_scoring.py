@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from clika.datasets import REGISTRY, load_parallel
+from clika.errors import ClikaError
+from clika.prompts import render
+from clika.scoring import ClozeScorer, GenerateScorer, LetterScorer, Request, first_char_letter, make_scorer
+
+
+@pytest.fixture(scope="module")
+def requests_zh(data_root):
+    items = load_parallel(data_root, "x_csqa", ["zh"])["zh"][:24]
+    return [Request(it.uid, render(it, REGISTRY["x_csqa"].template), it.letters, it.options, it.label) for it in items]
+
+
+def _full_forward_letter_logprobs(model, tok, req):
+    ids = tok(req.context)["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+    logp = torch.log_softmax(logits, -1)
+    return [float(logp[tok(req.context + l)["input_ids"][-1]]) for l in req.letters]
+
+
+def test_letter_matches_plain_forward_and_is_batch_invariant(tiny, requests_zh):
+    model, tok = tiny
+    one = LetterScorer(batch_size=1).score(model, tok, requests_zh)
+    many = LetterScorer(batch_size=16).score(model, tok, requests_zh)
+    no_cache = LetterScorer(batch_size=16, reuse_prefix=False).score(model, tok, requests_zh)
+    for a, b, c in zip(one, many, no_cache):
+        assert a.uid == b.uid and a.pred == b.pred == c.pred
+        assert max(abs(x - y) for x, y in zip(a.scores, b.scores)) < 1e-4
+        assert max(abs(x - y) for x, y in zip(a.scores, c.scores)) < 1e-4
+    ref = _full_forward_letter_logprobs(model, tok, requests_zh[3])
+    assert max(abs(x - y) for x, y in zip(ref, one[3].scores)) < 1e-4
+    assert all(r.pred == max(range(5), key=r.scores.__getitem__) for r in one)
+
+
+def test_cloze_is_batch_invariant_and_byte_normalised(tiny, requests_zh):
+    model, tok = tiny
+    one = ClozeScorer(batch_size=1).score(model, tok, requests_zh[:8])
+    many = ClozeScorer(batch_size=16).score(model, tok, requests_zh[:8])
+    for a, b in zip(one, many):
+        assert max(abs(x - y) for x, y in zip(a.scores, b.scores)) < 1e-4
+    req = requests_zh[0]
+    ids = tok(req.context)["input_ids"]
+    cont = tok(req.options[1], add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ids + cont])).logits[0].float(), -1)
+    total = sum(float(logp[len(ids) - 1 + k, t]) for k, t in enumerate(cont))
+    assert abs(total / len(req.options[1].encode("utf-8")) - one[0].scores[1]) < 1e-4
+
+
+def test_generate_uses_first_character_rule(tiny, requests_zh):
+    model, tok = tiny
+    res = GenerateScorer(batch_size=4, max_new_tokens=3).score(model, tok, requests_zh[:4])
+    for r in res:
+        first = first_char_letter(r.output)
+        assert r.pred == ("ABCDE".index(first) if first and first in "ABCDE" else -1)
+    assert first_char_letter("  C. hospital") == "C" and first_char_letter("") == "" and first_char_letter(None) == ""
+
+
+def test_multi_token_letter_is_a_clear_error(tiny, requests_zh):
+    model, tok = tiny
+    bad = [Request("x", requests_zh[0].context, "AB", ["1", "2"], 0)]
+    with pytest.raises(ClikaError, match="not one token"):
+        LetterScorer(delimiter=" ·").score(model, tok, bad)
+    with pytest.raises(ClikaError, match="unknown scorer"):
+        make_scorer("nope")
