@@ -64,13 +64,21 @@ def resolve_model_dir(spec: ModelSpec) -> str:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
+        # Weights are already dequantized to float; drop the GGUF quantizer marker so the folder saves.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
         try:
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
-            os.replace(tmp, out)
+            try:
+                os.replace(tmp, out)
+            except OSError:  # another process finished first: use its folder
+                if not (out / "config.json").exists():
+                    raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return str(out)

@@ -53,4 +53,24 @@ def rescore_task(cfg: DictConfig) -> dict:
     return {"report": report, "output_dir": str(out)}
 
 
-TASKS = {"dump_prompts": dump_prompts, "rescore": rescore_task}
+def curves(cfg: DictConfig) -> dict:
+    """Redraw alignment curves of one or more training runs: `task=curves run_dir=A` or `run_dir=[A,B]`."""
+    from clika.curves import plot_curves
+
+    run_dirs = cfg.get("run_dir")
+    if not run_dirs:
+        raise ClikaError("run_dir is not set", fix="python eval.py task=curves run_dir=RUN (or run_dir=[RUN1,RUN2])")
+    run_dirs = [run_dirs] if isinstance(run_dirs, str) else list(run_dirs)
+    csvs = [Path(d) / "alignment.csv" for d in run_dirs]
+    for c in csvs:
+        if not c.exists():
+            raise ClikaError(f"{c}: no alignment.csv in this run dir",
+                             fix="point run_dir at a training run dir made with the CLiKA callback on")
+    single = len(csvs) == 1 and not cfg.get("output_dir")
+    out = csvs[0].parent / "alignment_curves.png" if single else _out(cfg) / "alignment_curves.png"
+    plot_curves(csvs, out, x=cfg.get("curves_x") or "step")
+    print(f"curves -> {out}")
+    return {"png": str(out)}
+
+
+TASKS = {"dump_prompts": dump_prompts, "rescore": rescore_task, "curves": curves}

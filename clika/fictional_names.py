@@ -1,0 +1,274 @@
+"""Invented names for the fictional world, spelled in all ten CLiKA languages.
+
+A name is kept as phonemes (a tuple of syllables) and *spelled* per language by small rules
+written here, so every language gets a pronounceable, systematic rendering of the same name:
+
+- en: k is written "c" before a/o/u ("Cavory"), a word-final i is written "y".
+- de: c->k, y->i, sh->sch, v->w; the continent ending -ia becomes -ien ("Kawori", "Tamorien").
+- fr: k->c/qu, g->gu before e/i, sh->ch, u->ou, e->é, s->ss between vowels, final n->ne,
+  final s->sse; -ia becomes -ie.
+- it: k->c/ch, g->gh before e/i, sh->sc(i), a final consonant gets an "e" ("Toran" -> "Torane").
+- pl: c->k, v->w, sh->sz, y->i.
+- ru: Cyrillic letter per phoneme (initial e -> э, -ia -> -ия).
+- ar: Arabic letters, vowels as matres lectionis (a->ا, e/i->ي, o/u->و), initial vowel on alif.
+- he: Hebrew letters, medial a/e unwritten, i->י, o/u->ו, final a/e->ה, final forms ן/ם.
+- ja: katakana loanword spelling ("word" style) or one man'yōgana kanji per syllable ("char").
+- zh: one character per syllable from a transliteration table; "word" style draws it from a
+  small set of homophones, least used first, "char" style always uses the canonical one.
+
+Spellings can merge distinct names (ar/he drop vowel contrasts, ja merges l and r); the world
+generator rejects such names, so this module only has to be deterministic, not injective.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+Syllable = tuple[str, str, str]  # (onset, vowel, coda); coda only on a word's last syllable
+Name = tuple[Syllable, ...]
+
+ONSETS = ("b", "d", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "sh")
+VOWELS = ("a", "e", "i", "o", "u")
+CODAS = ("n", "r", "s")
+CONTINENT_ONSETS = ("d", "l", "m", "n", "r", "s", "t", "v")  # before the -ia ending
+ENDING = "ia"  # continent ending: Tavor-ia, Tavor-ien, Тавор-ия ...
+
+NAME_STYLES = ("word", "char")
+
+# --- zh: syllable -> homophone characters; the first is the canonical ("char" style) one. ---
+ZH_POOLS = {
+    "a": "阿雅娅丫", "e": "埃艾蔼霭", "i": "伊依怡漪", "o": "奥欧鸥澳", "u": "乌吾梧邬",
+    "ba": "巴芭笆粑", "be": "贝蓓倍焙", "bi": "比碧毕璧", "bo": "博波柏泊", "bu": "布步卜埠",
+    "da": "达妲答笪", "de": "德得黛戴", "di": "迪笛狄荻", "do": "多朵铎哆", "du": "杜都笃渡",
+    "ga": "加嘉迦伽", "ge": "盖格葛歌", "gi": "吉佶洁桔", "go": "戈果郭国", "gu": "古谷固顾",
+    "ka": "卡喀咖佧", "ke": "克珂柯可", "ki": "基奇琦绮", "ko": "科寇蔻考", "ku": "库酷窟枯",
+    "la": "拉菈喇啦", "le": "勒乐莱蕾", "li": "利莉丽黎", "lo": "洛珞络落", "lu": "卢璐露路",
+    "ma": "马玛码麻", "me": "梅美媚玫", "mi": "米弥密蜜", "mo": "莫摩墨茉", "mu": "穆姆牧慕",
+    "na": "纳娜那钠", "ne": "内涅讷聂", "ni": "尼妮霓倪", "no": "诺挪糯喏", "nu": "努弩孥奴",
+    "pa": "帕葩琶杷", "pe": "佩沛珮配", "pi": "皮琵丕霹", "po": "坡珀婆颇", "pu": "普蒲浦圃",
+    "ra": "腊蜡辣剌", "re": "雷瑞芮锐", "ri": "里理李鲤", "ro": "罗萝逻箩", "ru": "鲁如茹儒",
+    "sa": "萨飒撒洒", "se": "塞瑟色赛", "si": "西锡茜熙", "so": "索梭娑琐", "su": "苏素酥肃",
+    "ta": "塔踏獭拓", "te": "特忒泰苔", "ti": "蒂提缇堤", "to": "托陀驼妥", "tu": "图途涂土",
+    "va": "瓦娃哇佤", "ve": "韦威葳苇", "vi": "维薇惟唯", "vo": "沃握渥窝", "vu": "伍舞务雾",
+    "za": "扎咋札匝", "ze": "泽则择责", "zi": "齐孜兹姿", "zo": "佐左作祚", "zu": "祖足族卒",
+    "sha": "沙莎纱砂", "she": "谢舍佘社", "shi": "希晞曦汐", "sho": "肖绍邵朔", "shu": "舒书淑姝",
+    # codas and the continent ending: one character each (shared in both styles)
+    "-n": "恩", "-r": "尔", "-s": "斯", "-ia": "亚",
+}
+
+# --- ja "char" style: one man'yōgana-like kanji per syllable (shared across names). ---
+JA_KANJI = {
+    "a": "阿", "i": "伊", "u": "宇", "e": "江", "o": "於",
+    "ka": "加", "ki": "幾", "ku": "久", "ke": "計", "ko": "古",
+    "ga": "我", "gi": "岐", "gu": "具", "ge": "気", "go": "吾",
+    "sa": "佐", "si": "斯", "su": "須", "se": "世", "so": "曽",
+    "za": "射", "zi": "自", "zu": "受", "ze": "是", "zo": "俗",
+    "ta": "多", "ti": "知", "tu": "都", "te": "天", "to": "刀",
+    "da": "太", "di": "治", "du": "豆", "de": "出", "do": "度",
+    "na": "奈", "ni": "仁", "nu": "奴", "ne": "根", "no": "乃",
+    "ma": "万", "mi": "美", "mu": "牟", "me": "女", "mo": "毛",
+    "la": "良", "li": "理", "lu": "留", "le": "礼", "lo": "呂",
+    "ra": "羅", "ri": "里", "ru": "流", "re": "例", "ro": "路",
+    "ba": "婆", "bi": "備", "bu": "夫", "be": "辺", "bo": "菩",
+    "pa": "波", "pi": "比", "pu": "布", "pe": "部", "po": "保",
+    "va": "和", "vi": "為", "vu": "烏", "ve": "恵", "vo": "乎",
+    "sha": "紗", "shi": "志", "shu": "朱", "she": "舎", "sho": "庄",
+    "-n": "云", "-r": "爾", "-s": "寿", "-ia": "亜",
+}
+
+# --- ja "word" style: katakana. ---
+_KANA_ROWS = {
+    "": "アイウエオ", "k": "カキクケコ", "g": "ガギグゲゴ", "n": "ナニヌネノ", "m": "マミムメモ",
+    "l": "ラリルレロ", "r": "ラリルレロ", "b": "バビブベボ", "p": "パピプペポ",
+}
+_KANA_SPECIAL = {
+    "sa": "サ", "si": "スィ", "su": "ス", "se": "セ", "so": "ソ",
+    "za": "ザ", "zi": "ジ", "zu": "ズ", "ze": "ゼ", "zo": "ゾ",
+    "ta": "タ", "ti": "ティ", "tu": "トゥ", "te": "テ", "to": "ト",
+    "da": "ダ", "di": "ディ", "du": "ドゥ", "de": "デ", "do": "ド",
+    "va": "ヴァ", "vi": "ヴィ", "vu": "ヴ", "ve": "ヴェ", "vo": "ヴォ",
+    "sha": "シャ", "shi": "シ", "shu": "シュ", "she": "シェ", "sho": "ショ",
+}
+_KANA_CODA = {"n": "ン", "r": "ー", "s": "ス"}
+
+_RU = {"b": "б", "d": "д", "g": "г", "k": "к", "l": "л", "m": "м", "n": "н", "p": "п", "r": "р",
+       "s": "с", "t": "т", "v": "в", "z": "з", "sh": "ш",
+       "a": "а", "e": "е", "i": "и", "o": "о", "u": "у", "ia": "ия"}
+_AR = {"b": "ب", "d": "د", "g": "غ", "k": "ك", "l": "ل", "m": "م", "n": "ن", "p": "ب", "r": "ر",
+       "s": "س", "t": "ت", "v": "ف", "z": "ز", "sh": "ش",
+       "a": "ا", "e": "ي", "i": "ي", "o": "و", "u": "و", "ia": "يا"}
+_AR_INITIAL = {"a": "أ", "e": "إي", "i": "إي", "o": "أو", "u": "أو"}
+_HE = {"b": "ב", "d": "ד", "g": "ג", "k": "ק", "l": "ל", "m": "מ", "n": "נ", "p": "פ", "r": "ר",
+       "s": "ס", "t": "ט", "v": "וו", "z": "ז", "sh": "ש"}
+_HE_MEDIAL = {"a": "", "e": "", "i": "י", "o": "ו", "u": "ו", "ia": "יה"}
+_HE_FINAL_VOWEL = {"a": "ה", "e": "ה", "i": "י", "o": "ו", "u": "ו", "ia": "יה"}
+_HE_INITIAL = {"a": "א", "e": "א", "i": "אי", "o": "או", "u": "או"}
+_HE_FINAL_FORMS = {"מ": "ם", "נ": "ן", "כ": "ך", "צ": "ץ"}
+
+
+def _is_last(name: Name, i: int) -> bool:
+    return i == len(name) - 1
+
+
+def _latin(name: Name, lang: str) -> str:
+    """Spell a name in a Latin-script language (see the module docstring for the rules)."""
+    out = []
+    for i, (onset, vowel, coda) in enumerate(name):
+        last = _is_last(name, i)
+        front = vowel in ("e", "i", "ia")
+        c = onset
+        if onset == "k":
+            c = {"en": "k" if front else "c", "de": "k", "pl": "k",
+                 "fr": "qu" if front else "c", "it": "ch" if front else "c"}[lang]
+        elif onset == "g" and front and lang in ("fr", "it"):
+            c = "gu" if lang == "fr" else "gh"
+        elif onset == "sh":
+            c = {"en": "sh", "de": "sch", "pl": "sz", "fr": "ch",
+                 "it": "sc" if front else "sci"}[lang]
+        elif onset == "v" and lang in ("de", "pl"):
+            c = "w"
+        elif onset == "s" and lang == "fr" and i > 0:
+            c = "ss"  # French writes a voiceless s between vowels as ss
+        v = vowel
+        if vowel == "ia":
+            v = {"de": "ien", "fr": "ie"}.get(lang, "ia")
+        elif vowel == "i" and last and not coda and lang == "en":
+            v = "y"
+        elif vowel == "u" and lang == "fr":
+            v = "ou"
+        elif vowel == "e" and lang == "fr":
+            v = "é"
+        k = coda
+        if coda and lang == "fr":
+            k = {"n": "ne", "s": "sse", "r": "r"}[coda]
+        elif coda and lang == "it":
+            k = coda + "e"
+        out.append(c + v + k)
+    word = "".join(out)
+    return word[:1].upper() + word[1:]
+
+
+def _ru(name: Name) -> str:
+    out = []
+    for i, (onset, vowel, coda) in enumerate(name):
+        v = "э" if (vowel == "e" and not onset and i == 0) else _RU[vowel]
+        out.append(_RU.get(onset, "") + v + (_RU[coda] if coda else ""))
+    word = "".join(out)
+    return word[:1].upper() + word[1:]
+
+
+def _ar(name: Name) -> str:
+    out = []
+    for i, (onset, vowel, coda) in enumerate(name):
+        if not onset and i == 0 and vowel in _AR_INITIAL:
+            v = _AR_INITIAL[vowel]
+        else:
+            v = _AR[vowel]
+        out.append(_AR.get(onset, "") + v + (_AR[coda] if coda else ""))
+    return "".join(out)
+
+
+def _he(name: Name) -> str:
+    out = []
+    for i, (onset, vowel, coda) in enumerate(name):
+        last = _is_last(name, i)
+        c = _HE.get(onset, "")
+        if not onset and i == 0 and vowel in _HE_INITIAL:
+            v = _HE_INITIAL[vowel]
+        elif last and not coda:
+            v = _HE_FINAL_VOWEL[vowel]
+        else:
+            v = _HE_MEDIAL[vowel]
+        if onset == "v" and vowel in ("o", "u"):
+            v = ""  # "וו" already reads vo/vu; a third vav is not written
+        out.append(c + v + (_HE[coda] if coda else ""))
+    word = "".join(out)
+    return word[:-1] + _HE_FINAL_FORMS.get(word[-1], word[-1])
+
+
+def _kana(onset: str, vowel: str) -> str:
+    key = onset + vowel
+    if key in _KANA_SPECIAL:
+        return _KANA_SPECIAL[key]
+    return _KANA_ROWS[onset]["aiueo".index(vowel)]
+
+
+def _ja_katakana(name: Name) -> str:
+    out = []
+    for onset, vowel, coda in name:
+        if vowel == ENDING:
+            out.append(_kana(onset, "i") + "ア")
+        else:
+            out.append(_kana(onset, vowel))
+        if coda:
+            out.append(_KANA_CODA[coda])
+    return "".join(out)
+
+
+def _cjk_keys(name: Name) -> list[str]:
+    """Table keys of a name, one per written character: 'ka', 'li', '-ia', '-n' ..."""
+    keys = []
+    for onset, vowel, coda in name:
+        if vowel == ENDING:
+            keys += [onset + "i", "-ia"]
+        else:
+            keys.append(onset + vowel)
+        if coda:
+            keys.append("-" + coda)
+    return keys
+
+
+def spell(name: Name, lang: str) -> str:
+    """Stateless spelling of a name in one language (zh/ja in "char" style)."""
+    if lang in ("en", "de", "fr", "it", "pl"):
+        return _latin(name, lang)
+    if lang == "ru":
+        return _ru(name)
+    if lang == "ar":
+        return _ar(name)
+    if lang == "he":
+        return _he(name)
+    if lang == "ja":
+        return "".join(JA_KANJI[k] for k in _cjk_keys(name))
+    if lang == "zh":
+        return "".join(ZH_POOLS[k][0] for k in _cjk_keys(name))
+    raise ValueError(f"unknown language {lang!r}")
+
+
+class NameRenderer:
+    """Spells names in all languages; in "word" style it remembers which zh characters are taken.
+
+    Why stateful: "word" style gives each zh name the least used homophone of each syllable, so
+    names share as few characters as the tables allow. Call `commit` once a name is accepted.
+    """
+
+    def __init__(self, style: str = "word"):
+        if style not in NAME_STYLES:
+            raise ValueError(f"name_style must be one of {NAME_STYLES}, got {style!r}")
+        self.style = style
+        self._zh_used: Counter[str] = Counter()
+
+    def _zh_word(self, name: Name) -> str:
+        used = Counter(self._zh_used)
+        chars = []
+        for key in _cjk_keys(name):
+            pool = ZH_POOLS[key]
+            ch = min(pool, key=lambda c: (used[c], pool.index(c)))
+            used[ch] += 1
+            chars.append(ch)
+        return "".join(chars)
+
+    def render(self, name: Name, langs) -> dict[str, str]:
+        out = {}
+        for lang in langs:
+            if self.style == "word" and lang == "zh":
+                out[lang] = self._zh_word(name)
+            elif self.style == "word" and lang == "ja":
+                out[lang] = _ja_katakana(name)
+            else:
+                out[lang] = spell(name, lang)
+        return out
+
+    def commit(self, rendered: dict[str, str]) -> None:
+        if self.style == "word" and "zh" in rendered:
+            self._zh_used.update(rendered["zh"])

@@ -1,0 +1,176 @@
+"""Lightning callback that scores CLiKA alignment on the live model during training.
+
+Glue only: items, prompts, scoring and metrics come from `clika`; this decides *when* (step 0, every
+N optimizer steps, at checkpoints, at the end), shards items over ranks, and writes what rank 0 logs:
+logger metrics, `alignment.csv`, `alignment_curves.png` and W&B table / chart / heatmap.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from clika.curves import append_rows, metrics_to_rows, plot_curves, read_rows, truncate_after
+from clika.suite import Suite, build_requests, load_suite_items, run_suite
+
+log = logging.getLogger(__name__)
+
+
+def _gather(obj: Any) -> list:
+    parts: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(parts, obj)
+    return parts
+
+
+class ClikaEvalCallback(pl.Callback):
+    def __init__(self, suite: dict | None, output_dir: str, every_n_steps: int = 0, on_start: bool = True,
+                 on_checkpoint: bool = True, on_end: bool = True, fictional: dict | None = None):
+        self.suite_cfg = dict(suite or {})
+        self.output_dir = Path(output_dir)
+        self.every_n_steps, self.on_start, self.on_checkpoint, self.on_end = every_n_steps, on_start, on_checkpoint, on_end
+        self.fictional_cfg = fictional
+        self.evaluated: list[int] = []
+        self.seconds = 0.0
+        self._suite: Suite | None = None
+        self._items: dict | None = None
+        self._fictional = None
+        self._defined = False
+
+    # ---------------------------------------------------------------- setup and state
+    @property
+    def csv_path(self) -> Path:
+        return self.output_dir / "alignment.csv"
+
+    @property
+    def png_path(self) -> Path:
+        return self.output_dir / "alignment_curves.png"
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self._suite is None and self.suite_cfg.get("data_root") and self.suite_cfg.get("datasets"):
+            self._suite = Suite.from_dict(self.suite_cfg)
+            self._items = load_suite_items(self._suite)  # fail fast on bad data, before training
+        if self._fictional is None and self.fictional_cfg:
+            from train.fictional_eval import FictionalProbe
+
+            self._fictional = FictionalProbe(**self.fictional_cfg)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"evaluated": list(self.evaluated), "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.evaluated = list(state.get("evaluated", []))
+        self.seconds = float(state.get("seconds", 0.0))
+
+    # ---------------------------------------------------------------- hooks
+    def on_train_start(self, trainer, pl_module) -> None:
+        step = trainer.global_step
+        if step > 0 and trainer.is_global_zero:  # resumed: evaluations after the checkpoint are redone
+            dropped = truncate_after(self.csv_path, step)
+            if dropped:
+                log.info("alignment.csv: dropped %d rows after resumed step %d", dropped, step)
+        self.evaluated = [s for s in self.evaluated if s <= step]
+        if self.on_start and step not in self.evaluated:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step % self.every_n_steps == 0 and step not in self.evaluated:
+            self.evaluate(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if self.on_checkpoint and trainer.state.fn == "fit" and trainer.global_step not in self.evaluated:
+            self.evaluate(trainer, pl_module)
+            checkpoint.setdefault("callbacks", {})  # state of this eval is included by Lightning afterwards
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.on_end and trainer.global_step not in self.evaluated:
+            self.evaluate(trainer, pl_module)
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(self, trainer, pl_module) -> dict:
+        """Score the live model (no copy), every rank its shard; rank 0 writes and logs."""
+        started = time.perf_counter()
+        model, tokenizer = pl_module.model, pl_module.tokenizer
+        world, rank = trainer.world_size, trainer.global_rank
+        gather = _gather if world > 1 else None
+        was_training = model.training
+        model.eval()
+        metrics: dict = {"datasets": {}, "summary": {"streams": {}}, "scorer": None}
+        try:
+            with torch.no_grad():
+                if self._suite is not None:
+                    metrics, _ = run_suite(model, tokenizer, self._suite, rank, world, gather, items=self._items)
+                if self._fictional is not None:
+                    fict = self._fictional.evaluate(model, tokenizer, rank, world, gather)
+                    metrics["datasets"]["fictional"] = fict["dataset"]
+                    metrics["summary"]["streams"]["fictional"] = fict["summary"]
+                    metrics["scorer"] = metrics["scorer"] or fict["scorer"]
+        finally:
+            model.train(was_training)
+        step = trainer.global_step
+        self.evaluated.append(step)
+        self.seconds += time.perf_counter() - started
+        if trainer.is_global_zero:
+            self._write_and_log(trainer, pl_module, metrics, step)
+        return metrics
+
+    def _write_and_log(self, trainer, pl_module, metrics: dict, step: int) -> None:
+        tokens = int(getattr(pl_module, "tokens_seen", 0))
+        rows = metrics_to_rows(metrics, step, tokens, trainer.current_epoch)
+        if rows:
+            append_rows(self.csv_path, rows)
+            plot_curves([self.csv_path], self.png_path)
+        flat: dict[str, float] = {"tokens_seen": float(tokens), "clika/eval_seconds": self.seconds}
+        for r in rows:
+            for key in ("acc", "ra", "en_co", "acc_type0", "acc_type1", "xrr"):
+                if r.get(key) is not None:
+                    flat[f"clika/{r['dataset']}/{r['lang']}/{key}"] = float(r[key])
+        for stream, vals in metrics.get("summary", {}).get("streams", {}).items():
+            for key, val in vals.items():
+                if isinstance(val, (int, float)) and val is not None:
+                    flat[f"clika/{stream}/{key}"] = float(val)
+        for logger in trainer.loggers:
+            logger.log_metrics(flat, step=step)
+        self._wandb_extras(trainer, metrics, step)
+
+    def _wandb_extras(self, trainer, metrics: dict, step: int) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if not isinstance(logger, WandbLogger):
+                continue
+            try:
+                import wandb
+
+                exp = logger.experiment
+                if not self._defined:
+                    exp.define_metric("tokens_seen")
+                    exp.define_metric("clika/*", step_metric="tokens_seen")
+                    self._defined = True
+                all_rows = read_rows(self.csv_path)
+                payload: dict[str, Any] = {"trainer/global_step": step}
+                from clika.curves import COLUMNS
+
+                payload["clika/table"] = wandb.Table(columns=COLUMNS, data=[[r.get(c) for c in COLUMNS] for r in all_rows])
+                for ds in sorted({r["dataset"] for r in all_rows}):
+                    langs = [l for l in dict.fromkeys(r["lang"] for r in all_rows if r["dataset"] == ds)]
+                    steps = sorted({int(r["step"]) for r in all_rows if r["dataset"] == ds})
+                    ys = [[float(next((r["acc"] for r in all_rows if r["dataset"] == ds and r["lang"] == l
+                                       and int(r["step"]) == s and r["acc"] != ""), "nan")) for s in steps]
+                          for l in langs]
+                    payload[f"clika/curves/{ds}"] = wandb.plot.line_series(
+                        xs=steps, ys=ys, keys=langs, title=f"{ds} accuracy per language", xname="step")
+                mc = {k: v for k, v in metrics.get("datasets", {}).items() if "co_matrix" in v}
+                if mc:
+                    from clika.report import plot_co_heatmap
+
+                    png = plot_co_heatmap({"datasets": mc}, self.output_dir / "co_heatmap.png")
+                    payload["clika/co_heatmap"] = wandb.Image(str(png))
+                exp.log(payload)
+            except Exception as e:  # W&B trouble must never stop training
+                log.warning("W&B extras not logged at step %d: %s", step, e)
