@@ -78,10 +78,14 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def _forward_params(model) -> set[str]:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return set(inspect.signature(base.forward).parameters)
+
+
 def _cache_key(model) -> str:
     """transformers >= 5.24 names the KV cache argument `cache` (formerly `past_key_values`)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return "cache" if "cache" in _forward_params(model) else "past_key_values"
 
 
 def _out_cache(out):
@@ -94,14 +98,19 @@ class _PrefixRunner:
     def __init__(self, model, prefix: list[int], reuse: bool):
         self.model, self.prefix, self.device = model, prefix, _device(model)
         self.cache, self.cache_key = None, _cache_key(model)
+        self.keeps_logits = "logits_to_keep" in _forward_params(model)
         if reuse and prefix:
             with torch.no_grad():
                 out = model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
             self.cache = _out_cache(out)
         self.reuse = self.cache is not None
 
-    def logits(self, suffixes: list[list[int]], pad_id: int) -> tuple[torch.Tensor, list[int]]:
-        """fp32 log-softmax over [batch, max_suffix_len, vocab] and each row's suffix length."""
+    def logits(self, suffixes: list[list[int]], pad_id: int, last_only: bool = False) -> tuple[torch.Tensor, list[int]]:
+        """fp32 log-softmax over [batch, positions, vocab] and each row's suffix length.
+
+        `last_only` keeps only each row's last position ([batch, vocab]): with 262k-token vocabularies
+        the full logits tensor, not the transformer, dominates the cost.
+        """
         lens = [len(s) for s in suffixes]
         width = max(lens)
         ids = torch.full((len(suffixes), width), pad_id, dtype=torch.long)
@@ -111,19 +120,34 @@ class _PrefixRunner:
             mask[i, : len(s)] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         with torch.no_grad():
+            keep = {}
+            if last_only and self.keeps_logits:
+                positions = sorted({n - 1 for n in lens})
+                offset = len(self.prefix) if not self.reuse else 0
+                keep = {"logits_to_keep": torch.tensor([offset + q for q in positions], device=self.device)}
             if self.reuse:
                 cache = copy.deepcopy(self.cache)
                 cache.batch_repeat_interleave(len(suffixes))
                 p = len(self.prefix)
                 full_mask = torch.cat([torch.ones((len(suffixes), p), dtype=torch.long, device=self.device), mask], 1)
-                out = self.model(input_ids=ids, attention_mask=full_mask, use_cache=True, **{self.cache_key: cache})
+                out = self.model(input_ids=ids, attention_mask=full_mask, use_cache=True, **{self.cache_key: cache},
+                                 **keep)
                 logits = out.logits
             else:
                 pre = torch.tensor([self.prefix] * len(suffixes), dtype=torch.long, device=self.device)
                 full_ids = torch.cat([pre, ids], 1) if self.prefix else ids
                 full_mask = torch.cat([torch.ones_like(pre), mask], 1) if self.prefix else mask
-                logits = self.model(input_ids=full_ids, attention_mask=full_mask, use_cache=False).logits
-                logits = logits[:, len(self.prefix):]
+                logits = self.model(input_ids=full_ids, attention_mask=full_mask, use_cache=False, **keep).logits
+                if not keep:
+                    logits = logits[:, len(self.prefix):]
+        if last_only:
+            rows = torch.arange(len(suffixes), device=logits.device)
+            if keep:
+                index = {q: k for k, q in enumerate(sorted({n - 1 for n in lens}))}
+                cols = torch.tensor([index[n - 1] for n in lens], device=logits.device)
+            else:
+                cols = torch.tensor([n - 1 for n in lens], device=logits.device)
+            return torch.log_softmax(logits[rows, cols].float(), dim=-1), lens
         return torch.log_softmax(logits.float(), dim=-1), lens
 
 
@@ -176,9 +200,9 @@ class LetterScorer:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         bar = _progress(len(requests), "letter")
         for batch in _batches(order, self.batch_size):
-            logp, lens = runner.logits([enc[i][p:] for i in batch], pad)
+            logp, lens = runner.logits([enc[i][p:] for i in batch], pad, last_only=True)
             for row, i in enumerate(batch):
-                last = logp[row, lens[row] - 1]
+                last = logp[row]
                 scores = [float(last[t]) for t in letter_ids[i]]
                 pred = max(range(len(scores)), key=scores.__getitem__)
                 results[i] = Result(requests[i].uid, pred, requests[i].label, scores)
