@@ -9,6 +9,9 @@ from omegaconf import DictConfig
 
 from clika.cli import friendly_errors
 from clika.env import setup_env
+from clika.launch_env import register_resolvers
+
+register_resolvers()  # run-dir resolvers used by conf/hydra/default.yaml
 
 
 @friendly_errors
@@ -24,5 +27,11 @@ def hydra_main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    from clika.cli import check_group_choices
+
     setup_env()
+    friendly_errors(check_group_choices)(sys.argv[1:], Path(__file__).parent / "conf")
     hydra_main()

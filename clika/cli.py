@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from clika.errors import ClikaError
 from clika.jsonl import atomic_write_text
@@ -67,3 +67,22 @@ def save_run_config(run_dir: str | Path, config: Mapping[str, Any], print_tree: 
         add(tree, config)
         Console(stderr=True).print(tree)
     return path
+
+
+def check_group_choices(overrides: Iterable[str], conf_dir: str | Path) -> None:
+    """`group=name` command-line choices must name a file conf/<group>/<name>.yaml (before Hydra composes,
+    so the error is one line naming the key and the choices)."""
+    conf_dir = Path(conf_dir)
+    for arg in overrides:
+        if "=" not in arg or arg.startswith(("~", "hydra.", "+hydra.", "++hydra.")):
+            continue
+        key, value = arg.split("=", 1)
+        group = key.lstrip("+").split("@", 1)[0]
+        gdir = conf_dir / group
+        if not group or "." in group or not gdir.is_dir() or value in ("null", ""):
+            continue
+        choices = sorted(p.stem for p in gdir.glob("*.yaml"))
+        for v in value.strip("[]").split(","):
+            v = v.strip()
+            if v and not (gdir / f"{v}.yaml").exists():
+                raise ClikaError(f"{group}: unknown preset '{v}'", fix=f"use one of {choices} ({gdir}/)")

@@ -157,7 +157,7 @@ def load_parallel(root: str | Path, dataset: str, langs: list[str]) -> dict[str,
     ref_lang = langs[0]
     ref = by_lang[ref_lang]
     for lang, items in by_lang.items():
-        where = REGISTRY[dataset].path(Path(root), lang)
+        where = REGISTRY[dataset].path(Path(root or "."), lang)
         if len(items) != len(ref):
             raise ClikaError(f"{where}: {len(items)} items but {ref_lang} has {len(ref)}: languages not parallel",
                              fix="every language file must hold the same items in the same order")

@@ -93,8 +93,13 @@ def resolve_model_dir(spec: ModelSpec) -> str:
 def load_tokenizer(spec: ModelSpec, path: str | None = None):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path or resolve_model_dir(spec), revision=spec.revision,
-                                        trust_remote_code=spec.trust_remote_code)
+    path = path or resolve_model_dir(spec)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ClikaError(f"model '{spec.name}': cannot load a tokenizer from '{path}' ({str(e).splitlines()[0]})",
+                         fix="check model.name_or_path / init_from (a preset in conf/model/, hub id or HF folder); "
+                             "hub downloads need network") from e
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -73,4 +73,10 @@ def curves(cfg: DictConfig) -> dict:
     return {"png": str(out)}
 
 
-TASKS = {"dump_prompts": dump_prompts, "rescore": rescore_task, "curves": curves}
+def _conductivity_tasks() -> dict:
+    from eval.conductivity_tasks import conductivity, make_fictional
+
+    return {"make_fictional": make_fictional, "conductivity": conductivity}
+
+
+TASKS = {"dump_prompts": dump_prompts, "rescore": rescore_task, "curves": curves, **_conductivity_tasks()}

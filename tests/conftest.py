@@ -47,3 +47,22 @@ def tiny():
     from clika.models import ModelSpec, load_model
 
     return load_model(ModelSpec())
+
+
+# ---- training (train/): compose conf/train.yaml the way `python train.py ...` does ----
+TRAIN_TEST_OVERRIDES = ["logger=csv", "threads=1", "trainer.enable_progress_bar=false",
+                        "trainer.log_every_n_steps=1", "trainer.limit_val_batches=1"]
+
+
+@pytest.fixture
+def train_cfg(tmp_path):
+    """Factory: train_cfg(*overrides, run_dir=None) -> composed DictConfig with the run dir under tmp_path."""
+    from hydra import compose, initialize_config_dir
+
+    def make(*overrides: str, run_dir: Path | None = None):
+        run_dir = run_dir or tmp_path / "run"
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            return compose("train", overrides=[f"paths.root_dir={ROOT}", f"paths.output_dir={run_dir}",
+                                               *TRAIN_TEST_OVERRIDES, *overrides])
+
+    return make

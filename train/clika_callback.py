@@ -8,6 +8,7 @@ logger metrics, `alignment.csv`, `alignment_curves.png` and W&B table / chart / 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import lightning.pytorch as pl
 import torch
 
 from clika.curves import append_rows, metrics_to_rows, plot_curves, read_rows, truncate_after
-from clika.suite import Suite, build_requests, load_suite_items, run_suite
+from clika.suite import Suite, load_suite_items, run_suite
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,14 @@ def _gather(obj: Any) -> list:
 
 class ClikaEvalCallback(pl.Callback):
     def __init__(self, suite: dict | None, output_dir: str, every_n_steps: int = 0, on_start: bool = True,
-                 on_checkpoint: bool = True, on_end: bool = True, fictional: dict | None = None):
+                 on_checkpoint: bool = True, on_end: bool = True, fictional: dict | None = None,
+                 limit: int | None = None, langs: list[str] | None = None):
+        """`suite` is the `clika` config (eval suite); `limit` / `langs` override it for cheap curves."""
         self.suite_cfg = dict(suite or {})
+        if limit is not None:
+            self.suite_cfg["limit"] = limit
+        if langs is not None:
+            self.suite_cfg["langs"] = list(langs)
         self.output_dir = Path(output_dir)
         self.every_n_steps, self.on_start, self.on_checkpoint, self.on_end = every_n_steps, on_start, on_checkpoint, on_end
         self.fictional_cfg = fictional
@@ -51,6 +58,7 @@ class ClikaEvalCallback(pl.Callback):
         return self.output_dir / "alignment_curves.png"
 
     def setup(self, trainer, pl_module, stage: str) -> None:
+        os.environ["CLIKA_PROGRESS"] = "0"  # scorer progress bars would interleave with the trainer's
         if self._suite is None and self.suite_cfg.get("data_root") and self.suite_cfg.get("datasets"):
             self._suite = Suite.from_dict(self.suite_cfg)
             self._items = load_suite_items(self._suite)  # fail fast on bad data, before training

@@ -1,0 +1,1 @@
+"""Data: sources -> cached tokenization (pt packing / sft templates) -> mixtures -> DataModule."""

@@ -1,0 +1,75 @@
+"""Checkpoints -> plain Hugging Face folders: full weights, a LoRA adapter, or the adapter merged in.
+
+Works for Lightning `.ckpt` files and DeepSpeed ZeRO checkpoint directories alike (ZeRO shards are
+consolidated to fp32 on the CPU), so `eval.py` only ever sees HF folders.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clika.errors import ClikaError
+from clika.models import ModelSpec, load_model
+from train.module import apply_method
+
+
+def load_trained_state(ckpt_path: str | Path) -> dict[str, torch.Tensor]:
+    """The trained weights of a checkpoint, keyed like the HF/peft model (the `model.` prefix removed)."""
+    path = Path(ckpt_path)
+    if not path.exists():
+        raise ClikaError(f"checkpoint '{path}' does not exist", fix="point at a .ckpt file or a ZeRO checkpoint dir")
+    if path.is_dir():  # DeepSpeed: per-rank shards under <dir>/<tag>/
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        state = get_fp32_state_dict_from_zero_checkpoint(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+
+
+def _save_atomic(out: Path, save) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    tmp.chmod(0o755)  # mkdtemp is private; exports are meant to be shared
+    try:
+        save(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def export_checkpoint(ckpt_path: str | Path, spec: ModelSpec, method: dict[str, Any], out_dir: str | Path,
+                      merge: bool = True) -> dict[str, str]:
+    """Write `out_dir/hf` (full, or LoRA merged when `merge`) and `out_dir/adapter` (LoRA)."""
+    state = load_trained_state(ckpt_path)
+    base, tokenizer = load_model(spec)
+    model = apply_method(base, method)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected:
+        raise ClikaError(f"checkpoint '{ckpt_path}' does not match the model ({len(unexpected)} unexpected keys, "
+                         f"e.g. {unexpected[0]})", fix="export with the same model= and method= as training")
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    if not_loaded := trained & set(missing):
+        raise ClikaError(f"checkpoint '{ckpt_path}' lacks {len(not_loaded)} trained weights",
+                         fix="export with the same model= and method= as training")
+    out_dir, written = Path(out_dir), {}
+
+    def save_with_tokenizer(m):
+        return lambda tmp: (m.save_pretrained(tmp), tokenizer.save_pretrained(tmp))
+
+    if method["name"] == "lora":
+        written["adapter"] = str(_save_atomic(out_dir / "adapter", save_with_tokenizer(model)))
+        if merge:
+            written["hf"] = str(_save_atomic(out_dir / "hf", save_with_tokenizer(model.merge_and_unload())))
+    else:
+        written["hf"] = str(_save_atomic(out_dir / "hf", save_with_tokenizer(model)))
+    return written
