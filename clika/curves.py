@@ -104,10 +104,6 @@ def plot_curves(csv_paths: Sequence[str | Path], out: str | Path, metrics: Seque
     if panels:
         axes.flat[0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    from clika.report import save_figure
+
+    return save_figure(fig, Path(out))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from clika.errors import ClikaError
+from clika.jsonl import read_jsonl_numbered
 from clika.fictional_names import (CODAS, CONTINENT_ONSETS, ENDING, NAME_STYLES, ONSETS, VOWELS,
                                    Name, NameRenderer)
 from clika.languages import LANGS, NON_EN, lang_from_dir
@@ -569,22 +570,12 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
                          fix="point the path at the official 'fictional' folder (with train/ and test/)"
                              " or write one with write_official_layout")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ClikaError(f"{path}:{lineno}: malformed JSON ({e.msg})",
-                                 fix="each line must be one JSON object") from None
-            if not isinstance(rec, dict):
-                raise ClikaError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-            missing = [k for k in _FIELDS if not isinstance(rec.get(k), str)]
-            if missing:
-                raise ClikaError(f"{path}:{lineno}: missing or non-string field(s) {missing}",
-                                 fix=f"records need string fields {list(_FIELDS)}")
-            rows.append((lineno, rec))
+    for lineno, rec in read_jsonl_numbered(path, allow_empty=True):
+        missing = [k for k in _FIELDS if not isinstance(rec.get(k), str)]
+        if missing:
+            raise ClikaError(f"{path}:{lineno}: missing or non-string field(s) {missing}",
+                             fix=f"records need string fields {list(_FIELDS)}")
+        rows.append((lineno, rec))
     return rows
 
 

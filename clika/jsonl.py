@@ -12,6 +12,11 @@ from clika.errors import ClikaError
 
 
 def read_jsonl(path: str | Path, *, allow_empty: bool = False) -> list[dict[str, Any]]:
+    return [row for _, row in read_jsonl_numbered(path, allow_empty=allow_empty)]
+
+
+def read_jsonl_numbered(path: str | Path, *, allow_empty: bool = False) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, record) pairs, so later checks can name the line too."""
     path = Path(path)
     if not path.exists():
         raise ClikaError(f"{path}: file not found", fix="check the data root and the dataset folder names")
@@ -33,7 +38,7 @@ def read_jsonl(path: str | Path, *, allow_empty: bool = False) -> list[dict[str,
         if not isinstance(row, dict):
             raise ClikaError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}",
                              fix="write one JSON object per line")
-        rows.append(row)
+        rows.append((i, row))
     if not rows and not allow_empty:
         raise ClikaError(f"{path}: file is empty", fix="regenerate it or remove it from the run")
     return rows

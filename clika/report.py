@@ -48,7 +48,7 @@ def plot_accuracy(metrics: dict, path: Path) -> Path:
     ax.set_ylabel("accuracy"), ax.set_ylim(0, 1), ax.legend(fontsize=8)
     ax.set_title("Accuracy per language")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_co_heatmap(metrics: dict, path: Path) -> Path:
@@ -66,10 +66,11 @@ def plot_co_heatmap(metrics: dict, path: Path) -> Path:
         ax.set_xticks(range(len(langs)), langs, fontsize=7), ax.set_yticks(range(len(langs)), langs, fontsize=7)
         ax.set_title(f"CO {ds}", fontsize=9)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write a figure atomically (temp file, then rename) and close it."""
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -260,6 +260,10 @@ class PreemptionCheckpoint(pl.Callback):
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         preempted = self.received is not None or isinstance(exception, SIGTERMException)
+        if isinstance(exception, SystemExit) and self.received is not None and not exception.code:
+            # Lightning's own SIGTERM check (end of the batch loop) may raise first, with no exit code;
+            # the scheduler must still see 128 + signal, so set it on the exception being re-raised.
+            exception.code = 128 + int(self.received)
         if preempted and self._saved_step != trainer.global_step and trainer.state.fn == "fit" \
                 and not trainer.sanity_checking:
             try:
