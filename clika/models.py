@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,18 +67,9 @@ def resolve_model_dir(spec: ModelSpec) -> str:
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
-        try:
-            model.save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-            try:
-                os.replace(tmp, out)
-            except OSError:  # another process finished first: use its folder
-                if not (out / "config.json").exists():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        from clika.tiny import save_folder_atomically
+
+        save_folder_atomically(out, model, tok)
         return str(out)
     path = spec.name_or_path
     if (path.startswith((".", "/", "~")) or os.sep in path.strip("/").split("/", 1)[-1]) and not Path(

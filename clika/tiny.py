@@ -67,6 +67,24 @@ def train_tokenizer(corpus: list[str], vocab_size: int):
         clean_up_tokenization_spaces=False, model_max_length=2048)
 
 
+def save_folder_atomically(out: Path, *parts) -> Path:
+    """save_pretrained each part into a temp dir, then rename it to `out`; concurrent builders either win
+    or find the folder built, and a killed build leaves no half-written folder."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".tmp-{out.name}-"))
+    try:
+        for part in parts:
+            part.save_pretrained(tmp)
+        try:
+            os.replace(tmp, out)
+        except OSError:  # another process finished first: use its folder
+            if not (out / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def build_tiny(cfg: TinyConfig | None = None, cache_dir: str | Path | None = None) -> Path:
     """Return a cached HF folder (config, weights, tokenizer) for the tiny model, building it once."""
     cfg = cfg or TinyConfig()
@@ -86,16 +104,5 @@ def build_tiny(cfg: TinyConfig | None = None, cache_dir: str | Path | None = Non
         tie_word_embeddings=cfg.tie_word_embeddings, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     model = LlamaForCausalLM(config)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-tiny-"))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        try:
-            os.replace(tmp, out)  # atomic: concurrent builders either win or find it built
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    save_folder_atomically(out, model, tokenizer)
     return out
