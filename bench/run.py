@@ -130,11 +130,16 @@ def render_md(res: dict) -> str:
                          f"{_f(row['plain_peak_rss_mb'], 0)} / {_f(row['lightning_peak_rss_mb'], 0)} |")
         pk = tr.get("packing", {})
         if pk:
-            lines += ["", f"Packing efficiency of the pt pipeline (block {pk.get('block_size')}, tiny tokenizer) on the "
-                      f"embedded corpora: **{pk['overall']:.2%}** non-padding tokens kept overall "
-                      f"(target ≥ 98%: {'met' if pk['overall'] >= 0.98 else 'not met'}); per language: "
-                      + ", ".join(f"{k} {v:.2%}" for k, v in pk["per_source"].items()) + ". Padding tokens: 0 "
-                      "(pt blocks are always full; the only loss is the final partial block per source).", ""]
+            drop = pk.get("drop") or {}
+            lines += ["", f"Packing efficiency of the pt pipeline (block {pk.get('block_size')}, tiny tokenizer, "
+                      f"`data.pack_remainder={pk.get('remainder', 'drop')}`) on the embedded corpora: "
+                      f"**{pk['overall']:.2%}** of corpus tokens trained on, 0 padding tokens "
+                      f"(target ≥ 98%: {'met' if pk['overall'] >= 0.98 else 'not met'}); "
+                      f"{pk.get('repeated_tokens', 0):,} tokens ({pk.get('repeated_share', 0):.2%} of trained tokens) "
+                      "complete each source's last block from its start. "
+                      + (f"With `drop` (group_texts: the last partial block is discarded) {drop['overall']:.2%} are kept; "
+                         "per language: " + ", ".join(f"{k} {v:.2%}" for k, v in drop["per_source"].items()) + "."
+                         if drop else ""), ""]
     cb = res.get("callback") or {}
     if cb:
         lines += ["## CLiKA callback overhead", ""]
@@ -249,9 +254,9 @@ def notes(res: dict) -> list[str]:
                        f"{row['overhead_mean']:+.1%} mean)")
     if tr.get("packing"):
         pk = tr["packing"]
-        targets.append(f"packing ≥ 98% — non-padding share of trained tokens 100% (met); share of corpus tokens kept "
-                       f"{pk['overall']:.2%} ({'met' if pk['overall'] >= 0.98 else 'NOT met'}: the final partial block "
-                       "of each small embedded source is dropped)")
+        targets.append(f"packing ≥ 98% — non-padding share of trained tokens 100% (met); share of corpus tokens trained "
+                       f"{pk['overall']:.2%} ({'met' if pk['overall'] >= 0.98 else 'NOT met'}; "
+                       f"pack_remainder={pk.get('remainder', 'drop')})")
     cb = res.get("callback") or {}
     for row in cb.get("rows", []):
         targets.append(f"callback share ≤ 10% at clika.limit={row['limit']}{' (extrapolated)' if row.get('extrapolated') else ''}"

@@ -42,7 +42,7 @@ def model_spec(name: str, dtype: str = "float32"):
     return common.model_spec(name, dtype)
 
 
-def data_config(block_size: int, batch_size: int, mix: str = "mixed_zh") -> dict:
+def data_config(block_size: int, batch_size: int, mix: str = "mixed_zh", pack_remainder: str = "wrap") -> dict:
     """conf/data/pt.yaml with conf/data/mix/<mix>.yaml, composed by Hydra as train.py does."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
@@ -51,32 +51,36 @@ def data_config(block_size: int, batch_size: int, mix: str = "mixed_zh") -> dict
 
     with initialize_config_dir(str(common.ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"data/mix={mix}", f"data.cache_dir={cache_root() / 'data'}",
-                                          f"data.block_size={block_size}", f"data.batch_size={batch_size}"])
+                                          f"data.block_size={block_size}", f"data.batch_size={batch_size}",
+                                          f"data.pack_remainder={pack_remainder}"])
     return OmegaConf.to_container(cfg.data, resolve=True)
 
 
-def datamodule(tokenizer, block_size: int, batch_size: int, mix: str = "mixed_zh", seed: int = 42):
+def datamodule(tokenizer, block_size: int, batch_size: int, mix: str = "mixed_zh", seed: int = 42,
+               pack_remainder: str = "wrap"):
     from train.data.datamodule import MixtureDataModule
 
-    dm = MixtureDataModule(data_config(block_size, batch_size, mix), tokenizer, seed=seed)
+    dm = MixtureDataModule(data_config(block_size, batch_size, mix, pack_remainder), tokenizer, seed=seed)
     dm.setup("fit")
     return dm
 
 
-def packing(block_size: int = 128, mix: str = "all_pt") -> dict:
+def packing(block_size: int = 128, mix: str = "all_pt", remainder: str = "wrap") -> dict:
     from clika.models import load_tokenizer
 
     tok = load_tokenizer(model_spec("tiny"))
-    dm = datamodule(tok, block_size, 8, mix)
-    per, kept, total, records = {}, 0, 0, {}
+    dm = datamodule(tok, block_size, 8, mix, pack_remainder=remainder)
+    per, kept, total, repeated, records = {}, 0, 0, 0, {}
     for name, t in sorted(dm.sources.items()):
         per[name] = float(t.stats["packing_efficiency"])
         kept += int(t.stats["kept_tokens"])
         total += int(t.stats["tokens"])
+        repeated += int(t.stats.get("repeated_tokens", 0))
         records[name] = {"records": t.stats.get("records"), "tokens": t.stats["tokens"]}
-    return {"block_size": block_size, "mix": mix, "per_source": per, "overall": kept / max(1, total),
-            "kept_tokens": kept, "total_tokens": total, "padding_tokens": 0, "non_padding_share_in_batches": 1.0,
-            "sources": records}
+    return {"block_size": block_size, "mix": mix, "remainder": remainder, "per_source": per,
+            "overall": kept / max(1, total), "kept_tokens": kept, "total_tokens": total, "repeated_tokens": repeated,
+            "repeated_share": repeated / max(1, kept + repeated), "padding_tokens": 0,
+            "non_padding_share_in_batches": 1.0, "sources": records}
 
 
 # ---------------------------------------------------------------- one measurement (runs in a worker process)
@@ -229,6 +233,7 @@ def bench_train(models=("tiny", "llama10m"), methods=("full", "lora"), steps: in
                 f"overhead {row['overhead']:+.1%} (mean-based {row['overhead_mean']:+.1%})  "
                 f"rss {p['peak_rss_mb']:.0f}/{l['peak_rss_mb']:.0f} MB")
     pk = packing(block_size)
+    pk["drop"] = packing(block_size, remainder="drop")  # the group_texts rule, for comparison
     log(f"[train] packing efficiency (all_pt, block {block_size}): {pk['overall']:.2%} of corpus tokens kept, "
         f"0 padding tokens")
     return {"rows": rows, "packing": pk, "clock": common.clock_name(device), "steps": steps, "warmup": warmup, "batch_size": batch_size,

@@ -20,14 +20,24 @@ def tok():
 
 def test_packing_has_no_padding_and_keeps_the_stream(tok):
     texts = ["The river flows into the sea.", "河流流入大海。", "Der Fluss mündet ins Meer."] * 20
-    packed = pack_pt(texts, tok, block_size=32)
     stream = [t for doc in tok(texts, add_special_tokens=False)["input_ids"] for t in (*doc, tok.eos_token_id)]
-    assert packed.blocks.shape[1] == 32
-    assert packed.blocks.reshape(-1).tolist() == stream[: packed.blocks.size]  # order kept, every slot a token
-    assert tok.pad_token_id not in packed.blocks
-    assert packed.total_tokens - packed.blocks.size < 32  # only the final partial block is dropped
-    assert packed.efficiency == pytest.approx(packed.blocks.size / len(stream))
-    assert (packed.blocks == tok.eos_token_id).sum() >= 59  # documents stay separated by EOS
+    assert len(stream) % 32  # a partial last block exists
+    wrapped = pack_pt(texts, tok, block_size=32)  # default: the last block wraps to the stream's start
+    assert wrapped.blocks.shape == (len(stream) // 32 + 1, 32)
+    flat = wrapped.blocks.reshape(-1).tolist()
+    assert flat[: len(stream)] == stream and flat[len(stream):] == stream[: wrapped.repeated_tokens]
+    assert wrapped.repeated_tokens == 32 - len(stream) % 32 and wrapped.efficiency == 1.0
+    dropped = pack_pt(texts, tok, block_size=32, remainder="drop")
+    assert dropped.blocks.reshape(-1).tolist() == stream[: dropped.blocks.size]  # order kept, every slot a token
+    assert dropped.total_tokens - dropped.blocks.size < 32 and dropped.repeated_tokens == 0
+    assert dropped.efficiency == pytest.approx(dropped.blocks.size / len(stream))
+    for packed in (wrapped, dropped):
+        assert tok.pad_token_id not in packed.blocks
+        assert (packed.blocks == tok.eos_token_id).sum() >= 59  # documents stay separated by EOS
+    tiny = pack_pt(["short"], tok, block_size=32)  # a corpus under one block still gives one full block
+    assert tiny.blocks.shape == (1, 32) and tiny.efficiency == 1.0
+    with pytest.raises(Exception, match="pack_remainder"):
+        pack_pt(texts, tok, block_size=32, remainder="pad")
 
 
 @pytest.mark.parametrize("template", ["alpaca", "llama2", "plain"])

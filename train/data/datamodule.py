@@ -116,6 +116,7 @@ class MixtureDataModule(pl.LightningDataModule):
         """Tokenize (or load from the cache) every source; safe to call in each process."""
         if not self.sources:
             proc = {k: self.cfg[k] for k in ("block_size", "template", "max_length", "train_on_prompt")}
+            proc["pack_remainder"] = self.cfg.get("pack_remainder", "wrap")
             self.sources = {n: prepare_source(s, self.tokenizer, proc, self.cfg["cache_dir"])
                             for n, s in self.specs.items()}
         return self.sources

@@ -55,7 +55,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def cache_key(spec: SourceSpec, tokenizer, processing: dict[str, Any]) -> str:
-    relevant = {k: processing[k] for k in (("block_size",) if spec.schema == "pt"
+    relevant = {k: processing.get(k, "wrap") for k in (("block_size", "pack_remainder") if spec.schema == "pt"
                                           else ("template", "max_length", "train_on_prompt"))}
     blob = json.dumps([CACHE_VERSION, tokenizer_fingerprint(tokenizer), spec.fingerprint(), relevant],
                       sort_keys=True)
@@ -65,11 +65,13 @@ def cache_key(spec: SourceSpec, tokenizer, processing: dict[str, Any]) -> str:
 def _tokenize(spec: SourceSpec, tokenizer, processing: dict[str, Any], cache_dir: Path) -> dict[str, Any]:
     records = load_records(spec, cache_dir)
     if spec.schema == "pt":
-        packed = pack_pt([r["text"] for r in records], tokenizer, processing["block_size"])
+        packed = pack_pt([r["text"] for r in records], tokenizer, processing["block_size"],
+                         processing.get("pack_remainder", "wrap"))
         ids = packed.blocks.reshape(-1)
         offsets = np.arange(len(packed.blocks) + 1, dtype=np.int64) * processing["block_size"]
-        stats = {"records": len(records), "tokens": int(packed.total_tokens), "kept_tokens": int(ids.size),
-                 "packing_efficiency": packed.efficiency, "padding_tokens": 0}
+        stats = {"records": len(records), "tokens": int(packed.total_tokens), "kept_tokens": packed.kept_tokens,
+                 "repeated_tokens": packed.repeated_tokens, "packing_efficiency": packed.efficiency,
+                 "padding_tokens": 0}
         return {"ids": ids, "labels": ids, "offsets": offsets, "stats": stats}
     pairs = [encode_sft(r, tokenizer, processing["template"], processing["max_length"],
                         processing["train_on_prompt"]) for r in records]
