@@ -1,25 +1,25 @@
-"""Share of wall time spent in CLiKA evaluation (train/clika_callback.py) in the default preset.
+"""Share of wall time spent in CLiKA evaluation (train/clika_callback.py) in the default presets.
 
-Default preset (`python train.py`): tiny model, full fine-tuning, pt mix mixed_zh, batch 8 x block 128,
-trainer.max_steps steps, checkpoint every model_checkpoint.every_n_train_steps (both read from conf/). The
-callback's default cadence evaluates at step 0 (on_start), at every checkpoint (on_checkpoint) and at the
-end (on_end, skipped when the final checkpoint already evaluated); a `clika` entry in
-conf/callbacks/default.yaml, once there, overrides these flags.
+Two measurements, both with the callback exactly as conf/callbacks/default.yaml configures it:
 
-Measured in one process on the same live module: the seconds of `steps` training steps of the preset
-under the Lightning Trainer (with a no-op callback), and the seconds of one `ClikaEvalCallback.evaluate`
-per subset size (clika.limit items per dataset x language, all 4 datasets x 10 languages, metrics,
-alignment.csv and the curves PNG included). The share at the preset's cadence is then
-E * t_eval / (S * t_step + E * t_eval); the full suite (limit null) is extrapolated linearly in items.
+1. Real runs. Each preset (`python train.py`, and `experiment=fictional_conductivity lang=de`) is trained
+   twice in this process, with the callback and with `callbacks.clika=null`; reported: the seconds the
+   callback itself counted (`clika/eval_seconds`: every evaluation, sharding and writing), the run's wall
+   time, their ratio (the share), and the extra wall time of the run with the callback. Wall clock here
+   (the callback counts wall time): run it on an otherwise idle machine.
+2. Scaling: one evaluation of the configured callback on a live module per subset size
+   (`callbacks.clika.limit` items per dataset x language), fitted as a + b x items.
 
-    python bench/callback_overhead.py --limits 5,10,20
+    python bench/callback_overhead.py --presets default --limits 5,10,20
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import tempfile
+import time
 from pathlib import Path
 
 try:
@@ -27,137 +27,113 @@ try:
 except ImportError:
     import common  # type: ignore[no-redef]
 
-FULL_SUITE_ITEMS = 10 * (500 + 1000 + 200 + 180)  # all four datasets, ten languages
+PRESETS = {"default": [], "fictional_conductivity": ["experiment=fictional_conductivity", "lang=de"]}
 
 
-def preset_cadence() -> dict:
-    """The default preset's steps, checkpoint interval and the callback's cadence flags."""
-    from omegaconf import OmegaConf
+def compose(overrides: list[str], run_dir: Path):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
-    conf = common.ROOT / "conf"
-    trainer = OmegaConf.load(conf / "trainer" / "default.yaml")
-    cbs = OmegaConf.load(conf / "callbacks" / "default.yaml")
-    clika = OmegaConf.to_container(cbs.get("clika") or {}) if "clika" in cbs else {}
-    every_ckpt = int(cbs.model_checkpoint.every_n_train_steps)
-    return {"max_steps": int(trainer.max_steps), "checkpoint_every": every_ckpt,
-            "every_n_steps": int(clika.get("every_n_steps", 0) or 0), "on_start": bool(clika.get("on_start", True)),
-            "on_checkpoint": bool(clika.get("on_checkpoint", True)), "on_end": bool(clika.get("on_end", True)),
-            "limit": clika.get("suite", {}).get("limit") if isinstance(clika.get("suite"), dict) else None,
-            "from_conf": bool(clika)}
+    with initialize_config_dir(str(common.ROOT / "conf"), version_base="1.3"):
+        return hydra_compose("train", overrides=[
+            f"paths.root_dir={common.ROOT}", f"paths.output_dir={run_dir}", f"paths.clika_data={common.data_root()}",
+            "logger=csv", f"threads={common.torch_threads()}", "trainer.enable_progress_bar=false",
+            "export.enabled=false", *overrides])
 
 
-def evaluation_steps(c: dict) -> list[int]:
-    steps = set()
-    if c["on_start"]:
-        steps.add(0)
-    for s in range(1, c["max_steps"] + 1):
-        if (c["every_n_steps"] and s % c["every_n_steps"] == 0) or (
-                c["on_checkpoint"] and c["checkpoint_every"] and (s % c["checkpoint_every"] == 0 or s == c["max_steps"])):
-            steps.add(s)
-    if c["on_end"]:
-        steps.add(c["max_steps"])
-    return sorted(steps)
+def _eval_seconds(run_dir: Path) -> float:
+    vals = [float(r["clika/eval_seconds"]) for f in sorted(run_dir.glob("csv/version_*/metrics.csv"))
+            for r in csv.DictReader(f.open()) if r.get("clika/eval_seconds")]
+    return max(vals, default=0.0)
 
 
-def suite_dict(limit: int | None) -> dict:
-    from omegaconf import OmegaConf
+def measure_preset(name: str, tmp: Path, log=print) -> dict:
+    """Wall of one training run with the callback and one without; the callback's own seconds."""
+    from train.run import train
 
-    node = OmegaConf.to_container(OmegaConf.load(common.ROOT / "conf" / "clika" / "default.yaml"))
-    node["data_root"] = common.data_root()
-    node["limit"] = limit
-    return node
+    walls, out = {}, {}
+    for mode, extra in (("off", ["callbacks.clika=null"]), ("on", [])):
+        run_dir = tmp / f"{name}-{mode}"
+        cfg = compose([*PRESETS[name], *extra], run_dir)
+        t0 = time.perf_counter()  # wall, like the callback's own clika/eval_seconds
+        out[mode] = train(cfg)
+        walls[mode] = time.perf_counter() - t0
+        log(f"[callback] {name} callback {mode}: {walls[mode]:.1f}s")
+    run_dir = tmp / f"{name}-on"
+    rows = list(csv.DictReader((run_dir / "alignment.csv").open()))
+    evals = sorted({int(r["step"]) for r in rows})
+    eval_s = _eval_seconds(run_dir)
+    row = {"preset": name, "steps": out["on"]["global_step"], "evaluation_steps": evals,
+           "items_per_eval": sum(int(r["n"] or 0) for r in rows if int(r["step"]) == evals[0]),
+           "eval_seconds": eval_s, "wall_on": walls["on"], "wall_off": walls["off"],
+           "share": eval_s / walls["on"], "extra_wall": (walls["on"] - walls["off"]) / walls["off"]}
+    log(f"[callback] {name}: {len(evals)} evaluations, {eval_s:.1f}s of {walls['on']:.1f}s = {row['share']:.1%}; "
+        f"run with vs without the callback {row['extra_wall']:+.1%}")
+    return row
 
 
-def bench_callback(steps: int = 40, warmup: int = 5, limits=(5, 10, 20), log=print) -> dict:
+def bench_callback(steps: int = 40, warmup: int = 5, limits=(5, 10, 20), presets=("default",), log=print) -> dict:
     import lightning.pytorch as pl
     import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
-    try:
-        from train.clika_callback import ClikaEvalCallback
-    except ImportError:
-        return {"todo": "train/clika_callback.py (ClikaEvalCallback) is not there yet: rerun "
-                        "`python bench/run.py --sections callback` once it lands."}
     from bench.train_bench import METHODS, _optimizer, datamodule, model_spec
     from train.module import CausalLMModule
 
-    cad = preset_cadence()
-    eval_steps = evaluation_steps(cad)
+    tmp = Path(tempfile.mkdtemp(prefix="clika-bench-cb-"))
+    runs = [measure_preset(p, tmp, log) for p in presets]
 
-    class Clock(pl.Callback):
-        ends: list = []
-
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            self.ends.append(common.clock())
-
+    # scaling with the subset size: the configured callback, one evaluation per limit on a live module
     torch.manual_seed(42)
     module = CausalLMModule(model_spec("tiny"), dict(METHODS["full"]), _optimizer(METHODS["full"]["lr"]))
     dm = datamodule(module.tokenizer, 128, 8)
-    clock = Clock()
-    tmp = Path(tempfile.mkdtemp(prefix="clika-bench-cb-"))
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=warmup + steps, max_epochs=-1, gradient_clip_val=1.0,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[clock],
-                         use_distributed_sampler=False, default_root_dir=str(tmp))
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=warmup, max_epochs=-1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0, num_sanity_val_steps=0, use_distributed_sampler=False,
+                         default_root_dir=str(tmp))
     trainer.fit(module, datamodule=dm)
-    t_step = (clock.ends[-1] - clock.ends[warmup - 1]) / steps
-    log(f"[callback] preset training step: {t_step * 1000:.1f} ms (mean of {steps} steps)")
-
+    node = compose([], tmp / "scaling").callbacks.clika
     rows = []
     for limit in limits:
-        cb = ClikaEvalCallback(suite_dict(limit), output_dir=str(tmp / f"limit{limit}"))
+        cb = instantiate(OmegaConf.merge(node, {"limit": limit, "output_dir": str(tmp / f"limit{limit}")}))
+        cb.setup(trainer, module, "fit")
         t0 = common.clock()
-        cb.setup(trainer, module, "fit")  # loads the items once per fit (counted: it is paid once per run)
-        setup_s = common.clock() - t0
         cb.evaluate(trainer, module)
-        t_eval = common.clock() - t0 - setup_s
-        items = sum(len(v) for by_lang in cb._items.values() for v in by_lang.values())
-        wall = cad["max_steps"] * t_step + len(eval_steps) * t_eval + setup_s
-        rows.append({"limit": limit, "items_per_eval": items, "evaluations": len(eval_steps),
-                     "eval_seconds": len(eval_steps) * t_eval + setup_s, "seconds_per_eval": t_eval,
-                     "setup_seconds": setup_s, "items_per_s": items / t_eval, "wall_seconds": wall,
-                     "share": (len(eval_steps) * t_eval + setup_s) / wall})
-        log(f"[callback] limit {limit}: {items} items/eval, {t_eval:.1f}s/eval, share {rows[-1]['share']:.1%}")
-    # linear fit seconds = a + b * items over the measured limits, extrapolated to the full suite
-    xs, ys = [r["items_per_eval"] for r in rows], [r["seconds_per_eval"] for r in rows]
-    if len(rows) >= 2:
+        cb.wait_for_plot()
+        t_eval = common.clock() - t0
+        items = sum(len(v) for by_lang in (cb._items or {}).values() for v in by_lang.values())
+        rows.append({"limit": limit, "suite_items": items, "seconds_per_eval": t_eval})
+        log(f"[callback] limit {limit}: {items} suite items + fictional probe, {t_eval:.2f}s per evaluation")
+    xs, ys = [r["suite_items"] for r in rows], [r["seconds_per_eval"] for r in rows]
+    if len(rows) >= 2 and len(set(xs)) > 1:
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / max(1e-12, sum((x - mx) ** 2 for x in xs))
+        b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
         a = my - b * mx
     else:
-        a, b = 0.0, ys[0] / xs[0]
-    t_full = a + b * FULL_SUITE_ITEMS
-    wall_full = cad["max_steps"] * t_step + len(eval_steps) * t_full
-    rows.append({"limit": None, "items_per_eval": FULL_SUITE_ITEMS, "evaluations": len(eval_steps),
-                 "eval_seconds": len(eval_steps) * t_full, "seconds_per_eval": t_full, "wall_seconds": wall_full,
-                 "share": len(eval_steps) * t_full / wall_full, "extrapolated": True})
-    # largest subset that stays within 10%: E * (a + b n) <= 0.1 / 0.9 * S * t_step
-    budget = 0.1 / 0.9 * cad["max_steps"] * t_step / len(eval_steps)
-    max_items = max(0.0, (budget - a) / b) if b > 0 else float("inf")
-    scaling = (f"Per evaluation ≈ {a:.2f} s + {b * 1000:.2f} ms × items (linear fit over the measured subsets); "
-               f"the full suite ({FULL_SUITE_ITEMS:,} items, `clika.limit: null`, the conf default) is extrapolated. "
-               f"At this cadence the share stays ≤ 10% up to ≈ {max_items:,.0f} items per evaluation "
-               f"(≈ {max_items / 40:,.0f} items per dataset × language file, i.e. clika.limit ≈ {int(max_items // 40)}).")
-    setup = (f"Default preset: tiny, full fine-tuning, mixed_zh, batch 8 × block 128, {cad['max_steps']} steps, "
-             f"checkpoint every {cad['checkpoint_every']} steps; callback cadence "
-             f"{'from conf/callbacks/default.yaml' if cad['from_conf'] else '= ClikaEvalCallback defaults (no `clika` entry in conf/callbacks/default.yaml yet)'}: "
-             f"evaluations at steps {eval_steps}. Training step {t_step * 1000:.0f} ms (measured, Lightning, "
-             f"{steps} steps); one evaluation per subset measured on the live module; wall = steps × step + evaluations.")
+        a, b = ys[0], 0.0
+    scaling = (f"Per evaluation ≈ {a:.2f} s + {b * 1000:.2f} ms × suite items (fit over limits {list(limits)}; the "
+               f"fixed part is the fictional probe, the CSV and the W&B/logger calls; the curves PNG is drawn on a "
+               f"worker thread). One evaluation of the whole suite ({FULL_SUITE_ITEMS:,} items, `eval.py`'s default) "
+               f"would take ≈ {a + b * FULL_SUITE_ITEMS:,.0f} s here: curves use a fixed seeded subset.")
     log(f"[callback] {scaling}")
-    return {"clock": common.clock_name(), "cadence": cad, "evaluation_steps": eval_steps, "train_step_seconds": t_step, "rows": rows,
-            "fit": {"a_seconds": a, "b_seconds_per_item": b}, "max_items_within_10pct": max_items,
-            "setup": setup, "scaling": scaling,
-            "targets": {f"share <= 10% at limit {r['limit']}": r["share"] <= 0.10 for r in rows}}
+    return {"clock": common.clock_name(), "runs": runs, "rows": rows, "fit": {"a_seconds": a, "b_seconds_per_item": b},
+            "scaling": scaling,
+            "targets": {f"share <= 10% in {r['preset']}": r["share"] <= 0.10 for r in runs}}
+
+
+FULL_SUITE_ITEMS = 10 * (500 + 1000 + 200 + 180)  # all four datasets, ten languages
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=40, help="training steps timed (after 5 warm-up steps)")
-    ap.add_argument("--limits", default="5,10,20", help="clika.limit values (items per file)")
+    ap.add_argument("--presets", default="default", help=f"comma list of {sorted(PRESETS)}")
+    ap.add_argument("--limits", default="5,10,20", help="callbacks.clika.limit values (items per file)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     common.set_threads(a.threads)
-    res = bench_callback(a.steps, 5, [int(x) for x in a.limits.split(",")])
+    res = bench_callback(limits=[int(x) for x in a.limits.split(",")], presets=a.presets.split(","))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2, default=str) + "\n")
     return res

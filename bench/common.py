@@ -71,6 +71,12 @@ def set_threads(n: int) -> int:
     return torch.get_num_threads()
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process (Linux: ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

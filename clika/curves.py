@@ -73,11 +73,12 @@ def _num(v):
 
 def plot_curves(csv_paths: Sequence[str | Path], out: str | Path, metrics: Sequence[str] = ("acc", "en_co"),
                 labels: Sequence[str] | None = None, x: str = "step") -> Path:
-    """One panel per dataset × metric, one line per language; several runs overlay with line styles."""
-    import matplotlib
+    """One panel per dataset × metric, one line per language; several runs overlay with line styles.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Uses matplotlib's object API (no pyplot state), so the training callback can draw on a worker thread.
+    """
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
     runs = [read_rows(p) for p in csv_paths]
     labels = list(labels or [Path(p).parent.name for p in csv_paths])
@@ -86,9 +87,10 @@ def plot_curves(csv_paths: Sequence[str | Path], out: str | Path, metrics: Seque
               any(_num(r.get(m)) is not None for rows in runs for r in rows if r["dataset"] == ds)]
     ncols = min(3, max(1, len(panels)))
     nrows = max(1, -(-len(panels) // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.2 * nrows), squeeze=False)
+    fig = Figure(figsize=(4.6 * ncols, 3.2 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     styles = ["-", "--", ":", "-."]
-    colors = {l: plt.cm.tab10(i) for i, l in enumerate(LANGS)}
+    colors = {l: colormaps["tab10"](i) for i, l in enumerate(LANGS)}
     for ax, (ds, metric) in zip(axes.flat, panels):
         for k, rows in enumerate(runs):
             for lang in LANGS:
@@ -103,7 +105,9 @@ def plot_curves(csv_paths: Sequence[str | Path], out: str | Path, metrics: Seque
         ax.axis("off")
     if panels:
         axes.flat[0].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    # fixed margins: tight_layout cost more than all the drawing (1.7 s of 4.5 s for 12 panels)
+    fig.subplots_adjust(left=0.6 / fig.get_figwidth(), right=1 - 0.15 / fig.get_figwidth(),
+                        bottom=0.5 / fig.get_figheight(), top=1 - 0.35 / fig.get_figheight(), hspace=0.45, wspace=0.22)
     from clika.report import save_figure
 
     return save_figure(fig, Path(out))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from clika.jsonl import atomic_write_text, write_json, write_jsonl
@@ -70,14 +71,20 @@ def plot_co_heatmap(metrics: dict, path: Path) -> Path:
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Write a figure atomically (temp file, then rename) and close it."""
-    import matplotlib.pyplot as plt
+    """Write a figure atomically (temp file, then rename) and close it (pyplot figures only hold state)."""
+    import threading
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{threading.get_ident()}.tmp{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=110)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        if getattr(fig, "canvas", None) is not None and getattr(fig.canvas, "manager", None) is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
     return path
 
 

@@ -105,6 +105,22 @@ class _PrefixRunner:
             self.cache = _out_cache(out)
         self.reuse = self.cache is not None
 
+    def extend(self, suffix: list[int]) -> tuple["_PrefixRunner", torch.Tensor]:
+        """A runner for prefix + suffix whose KV cache is this one's plus `suffix` (one forward of the
+        suffix only), and the fp32 log-probs of the token after it. Needs a reusable cache."""
+        assert self.reuse and suffix
+        child = object.__new__(_PrefixRunner)
+        child.model, child.device, child.cache_key, child.keeps_logits = self.model, self.device, self.cache_key, self.keeps_logits
+        child.prefix, child.reuse = self.prefix + list(suffix), True
+        cache = copy.deepcopy(self.cache)
+        keep = {"logits_to_keep": 1} if self.keeps_logits else {}
+        with torch.no_grad():
+            out = self.model(input_ids=torch.tensor([suffix], device=self.device),
+                             attention_mask=torch.ones((1, len(child.prefix)), dtype=torch.long, device=self.device),
+                             use_cache=True, **{self.cache_key: cache}, **keep)
+        child.cache = _out_cache(out)
+        return child, torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+
     def logits(self, suffixes: list[list[int]], pad_id: int, last_only: bool = False) -> tuple[torch.Tensor, list[int]]:
         """fp32 log-softmax over [batch, positions, vocab] and each row's suffix length.
 
@@ -222,6 +238,7 @@ class ClozeScorer:
     delimiter: str = ""
     reuse_prefix: bool = True
     name: str = "cloze"
+    reuse_context: bool = True  # run each item's context once for all its options (needs reuse_prefix)
 
     def score(self, model, tokenizer, requests: Sequence[Request]) -> list[Result]:
         if not requests:
@@ -237,10 +254,18 @@ class ClozeScorer:
                 rows.append((i, j, ids, max(1, len(cont.encode("utf-8")))))
         p = _common_prefix_len(enc)
         runner = _PrefixRunner(model, enc[0][:p], self.reuse_prefix)
-        seqs = [enc[i][p:] + ids for i, _, ids, _ in rows]
-        order = sorted(range(len(rows)), key=lambda k: -len(seqs[k]))
         scores = [[0.0] * len(r.options) for r in requests]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        if self.reuse_context and runner.reuse:
+            self._per_context(runner, enc, p, rows, scores, pad)
+        else:
+            self._per_row(runner, enc, p, rows, scores, pad)
+        return [Result(r.uid, max(range(len(s)), key=s.__getitem__), r.label, s) for r, s in zip(requests, scores)]
+
+    def _per_row(self, runner: _PrefixRunner, enc, p: int, rows, scores, pad: int) -> None:
+        """Every (context, option) sequence on its own row, longest first."""
+        seqs = [enc[i][p:] + ids for i, _, ids, _ in rows]
+        order = sorted(range(len(rows)), key=lambda k: -len(seqs[k]))
         bar = _progress(len(rows), "cloze")
         for batch in _batches(order, self.batch_size):
             logp, _ = runner.logits([seqs[k] for k in batch], pad)
@@ -252,7 +277,28 @@ class ClozeScorer:
                 scores[i][j] = float(lp) / nbytes
             bar.update(len(batch))
         bar.close()
-        return [Result(r.uid, max(range(len(s)), key=s.__getitem__), r.label, s) for r, s in zip(requests, scores)]
+
+    def _per_context(self, runner: _PrefixRunner, enc, p: int, rows, scores, pad: int) -> None:
+        """Each item's context once (on top of the shared prefix), then only its options' tokens: with
+        8 short options after a 35-token context this runs 4x fewer tokens than one row per option.
+        Same tokens and positions as `_per_row`, so the same log-probs (to float rounding)."""
+        by_item: dict[int, list] = {}
+        for row in rows:
+            by_item.setdefault(row[0], []).append(row)
+        bar = _progress(len(rows), "cloze")
+        for i, opts in by_item.items():
+            child, first = runner.extend(enc[i][p:])  # >= 1 token: the shared prefix stops one short
+            for batch in _batches(list(range(len(opts))), self.batch_size):
+                logp, _ = child.logits([opts[k][2] for k in batch], pad)
+                for row, k in enumerate(batch):
+                    _, j, cont, nbytes = opts[k]
+                    lp = first[cont[0]]
+                    if len(cont) > 1:
+                        tgt = torch.tensor(cont[1:], device=logp.device)
+                        lp = lp + logp[row, : len(cont) - 1].gather(1, tgt[:, None]).sum()
+                    scores[i][j] = float(lp) / nbytes
+                bar.update(len(batch))
+        bar.close()
 
 
 def first_char_letter(output: str | None) -> str:

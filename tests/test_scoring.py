@@ -50,6 +50,18 @@ def test_cloze_is_batch_invariant_and_byte_normalised(tiny, requests_zh):
     assert abs(total / len(req.options[1].encode("utf-8")) - one[0].scores[1]) < 1e-4
 
 
+def test_cloze_context_once_per_item_equals_one_row_per_option(tiny, requests_zh):
+    """Running each context once and then only its options gives the per-row log-probs (same tokens)."""
+    model, tok = tiny
+    per_context = ClozeScorer(batch_size=3).score(model, tok, requests_zh[:10])  # options span two batches
+    per_row = ClozeScorer(batch_size=16, reuse_context=False).score(model, tok, requests_zh[:10])
+    no_cache = ClozeScorer(batch_size=16, reuse_prefix=False).score(model, tok, requests_zh[:10])
+    for a, b, c in zip(per_context, per_row, no_cache):
+        assert a.pred == b.pred == c.pred
+        assert max(abs(x - y) for x, y in zip(a.scores, b.scores)) < 1e-5
+        assert max(abs(x - y) for x, y in zip(a.scores, c.scores)) < 1e-5
+
+
 def test_generate_uses_first_character_rule(tiny, requests_zh):
     model, tok = tiny
     res = GenerateScorer(batch_size=4, max_new_tokens=3).score(model, tok, requests_zh[:4])
