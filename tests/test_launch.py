@@ -233,6 +233,9 @@ def test_optimized_value_reads_the_metric(train_cfg):
     with pytest.raises(ClikaError, match="^optimized_metric:"):
         lc.optimized_value(cfg, {"metrics": {"train/loss": 1.0}})
     assert lc.optimized_value(train_cfg(), {"metrics": {}}) is None
+    gated = train_cfg("+optimized_metric=clika/fictional/xrr")  # evaluated, gate missed: no number, no failure
+    assert lc.optimized_value(gated, {"metrics": {"clika/fictional/gate_passed": 0.0}}) is None
+    assert lc.optimized_value(gated, {"metrics": {"clika/fictional/xrr": 0.8}}) == 0.8
 
 
 def test_sweep_presets_compose(train_cfg):

@@ -78,3 +78,32 @@ def test_multi_token_letter_is_a_clear_error(tiny, requests_zh):
         LetterScorer(delimiter=" ·").score(model, tok, bad)
     with pytest.raises(ClikaError, match="unknown scorer"):
         make_scorer("nope")
+
+
+class _Captured(Exception):
+    pass
+
+
+@pytest.mark.parametrize("scorer", ["letter", "cloze"])
+def test_log_probs_do_not_depend_on_the_number_of_ranks(tiny, data_root, scorer):
+    """Each rank scores its padded shard; gathered and unsharded, per-item log-probs equal one rank's."""
+    from clika.suite import Suite, build_requests, load_suite_items, score_suite
+
+    model, tok = tiny
+    suite = Suite.from_dict({"data_root": str(data_root), "datasets": ["x_copa", "x_csqa"], "langs": ["en", "ja"],
+                             "limit": 7, "scorer": scorer, "batch_size": 4})
+    requests = build_requests(load_suite_items(suite), suite, tok)
+    one = score_suite(model, tok, suite, requests)
+    for world in (2, 3):
+        parts = []
+        for rank in range(world):  # what each rank computes before the collective
+            def grab(local):
+                parts.append(local)
+                raise _Captured
+            with pytest.raises(_Captured):
+                score_suite(model, tok, suite, requests, rank, world, grab)
+        gathered = score_suite(model, tok, suite, requests, 0, world, lambda local: parts)
+        for key, results in one.items():
+            assert [r.uid for r in gathered[key]] == [r.uid for r in results]
+            for a, b in zip(results, gathered[key]):
+                assert a.pred == b.pred and max(abs(x - y) for x, y in zip(a.scores, b.scores)) < 1e-4, (world, key)

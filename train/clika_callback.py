@@ -52,6 +52,7 @@ class ClikaEvalCallback(pl.Callback):
         self._fictional = None
         self._defined = False
         self._plotter: threading.Thread | None = None
+        self.last_logged: dict[str, float] = {}  # rank 0: the metrics of the latest evaluation (optimized_metric)
 
     # ---------------------------------------------------------------- setup and state
     @property
@@ -172,6 +173,7 @@ class ClikaEvalCallback(pl.Callback):
             for key, val in vals.items():
                 if isinstance(val, (int, float)) and val is not None:
                     flat[f"clika/{stream}/{key}"] = float(val)
+        self.last_logged = dict(flat)
         for logger in trainer.loggers:
             logger.log_metrics(flat, step=step)
         self._wandb_extras(trainer, metrics, step)

@@ -190,6 +190,21 @@ def _write_run_files(cfg: DictConfig, run_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------- entry
+def _one_line_per_log_record() -> None:
+    """Lightning, imported before Hydra configured logging, gave its loggers a bare console handler; under
+    Hydra the root handlers (console + the run's .log file) also print every record, so each INFO line came
+    out twice. Drop Lightning's own handler when the root logger has handlers and let records propagate."""
+    import logging
+
+    if not logging.getLogger().hasHandlers():
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        lg = logging.getLogger(name)
+        for h in [h for h in lg.handlers if type(h) is logging.StreamHandler]:
+            lg.removeHandler(h)
+        lg.propagate = True
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training task described by the composed config (conf/train.yaml); returns a summary dict."""
     setup_env()
@@ -201,6 +216,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # weight-loading bars on every (re)load are noise in job logs
+    _one_line_per_log_record()
 
     from clika.models import load_tokenizer
     from train.data.datamodule import MixtureDataModule
@@ -267,6 +283,8 @@ def _fit(cfg: DictConfig, spec: ModelSpec, method: dict, dm, run_dir: Path) -> d
         "data": dm.summary, "fit_seconds": wall, "tokens_per_s": module.throughput(),
         "resumed_from": ckpt_path, "export": {}, "wandb": None,
     }
+    for cb in trainer.callbacks:  # CLiKA metrics go to the loggers directly, not to callback_metrics
+        result["metrics"].update(getattr(cb, "last_logged", None) or {})
     trainer.strategy.barrier()
     if trainer.is_global_zero:
         if cfg.export.enabled and ckpt:
