@@ -108,11 +108,26 @@ def unshard(parts: Sequence[Sequence], n: int) -> list:
     return out
 
 
+def _scorer_for(scorer, tokenizer, requests: Sequence[Request], world: int):
+    """Under several ranks every rank must run the same number of forward passes (ZeRO-3 gathers weights
+    in each one): the shared-prefix forward is done by all ranks or by none, decided on the whole file
+    rather than on each rank's shard (a shard of prompts without BOS may share no prefix)."""
+    if world <= 1 or not hasattr(scorer, "reuse_prefix"):
+        return scorer
+    from dataclasses import replace
+
+    from clika.scoring import _common_prefix_len, _encode
+
+    shared = _common_prefix_len([_encode(tokenizer, r.context) for r in requests]) > 0
+    return replace(scorer, reuse_prefix=scorer.reuse_prefix and shared)
+
+
 def score_suite(model, tokenizer, suite: Suite, requests: dict[tuple[str, str], list[Request]],
                 rank: int = 0, world: int = 1,
                 gather: Callable[[object], list] | None = None) -> dict[tuple[str, str], list[Result]]:
     scorer = make_scorer(suite.scorer, suite.batch_size, suite.letter_delimiter, suite.max_new_tokens)
-    local = {key: scorer.score(model, tokenizer, shard(reqs, rank, world)) for key, reqs in requests.items()}
+    local = {key: _scorer_for(scorer, tokenizer, reqs, world).score(model, tokenizer, shard(reqs, rank, world))
+             for key, reqs in requests.items()}
     if world <= 1:
         return local
     if gather is None:

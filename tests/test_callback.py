@@ -99,3 +99,17 @@ def test_one_and_two_processes_log_the_same_alignment(data_root, tmp_path):
         zh_acc = [float(r["clika/x_copa/zh/acc"]) for r in logged if r.get("clika/x_copa/zh/acc")]
         assert zh_acc == [float(rows[name][s][("x_copa", "zh")]["acc"]) for s in (0, 4)]  # rank 0 logged once each
         _assert_eval_py_agrees(rows[name][4], str(runs[name] / "export" / "hf"), data_root, tmp_path, name)
+
+
+def test_same_seed_same_config_gives_identical_curves_and_losses(train_cfg, data_root, tmp_path):
+    args = (f"paths.clika_data={data_root}", "clika.datasets=[x_copa]", "callbacks.clika.langs=[en,zh]",
+            "callbacks.clika.limit=4", "callbacks.clika.fictional.limit=4", "trainer.max_steps=3",
+            "trainer.val_check_interval=3", "export.enabled=false", "method.lr=5e-3")
+    runs = [Path(train(train_cfg(*args, run_dir=tmp_path / name))["run_dir"]) for name in ("a", "b")]
+    a, b = ((run / "alignment.csv").read_text() for run in runs)
+    assert a == b and len(a.splitlines()) == 1 + 2 * 2 * 2  # header + 2 evaluations x (x_copa, fictional) x 2 langs
+
+    def losses(run):
+        return [r["train/loss"] for r in csv.DictReader((run / "csv" / "version_0" / "metrics.csv").open())
+                if r.get("train/loss")]
+    assert losses(runs[0]) == losses(runs[1]) and len(losses(runs[0])) == 3
