@@ -354,3 +354,30 @@ def test_wandb_online_without_a_server_continues_offline_in_bounded_time(drill, 
     run_id = (run / "wandb_run_id").read_text().strip()
     assert [p.name.rsplit("-", 1)[-1] for p in (run / "wandb").glob("offline-run-*")] == [run_id]
     assert "steps        2" in proc.stdout
+
+
+def test_csv_logger_header_rewrite_is_atomic(tmp_path, monkeypatch):
+    """A new metric name makes Lightning rewrite metrics.csv; a failure during the rewrite keeps the old file."""
+    import csv as csv_mod
+
+    from train.reliability import AtomicCSVLogger
+
+    logger = AtomicCSVLogger(save_dir=str(tmp_path), name="csv")
+    logger.log_metrics({"train/loss": 1.0}, step=0)
+    logger.save()
+    path = Path(logger.experiment.metrics_file_path)
+    before = path.read_text()
+    logger.log_metrics({"train/loss": 0.9, "clika/x_copa/zh/acc": 0.5}, step=1)  # new key: header rewrite
+
+    def boom(self, rows):
+        raise OSError("disk full")
+    monkeypatch.setattr(csv_mod.DictWriter, "writerows", boom)
+    with pytest.raises(OSError):
+        logger.save()
+    assert path.read_text() == before and not list(path.parent.glob(".*.tmp"))
+    monkeypatch.undo()
+    logger.log_metrics({"train/loss": 0.8, "clika/x_copa/zh/acc": 0.6}, step=2)
+    logger.save()
+    rows = list(csv_mod.DictReader(path.open()))
+    assert [r["step"] for r in rows] == ["0", "1", "2"]  # the row of the failed save is kept, none lost
+    assert [r["clika/x_copa/zh/acc"] for r in rows] == ["", "0.5", "0.6"]

@@ -563,3 +563,47 @@ class InputChecks(_HydraCallback):
 
     def on_multirun_start(self, config, **kwargs: Any) -> None:
         self._check(config, "hydra.sweep.dir")
+
+
+# ---------------------------------------------------------------- CSV metrics written atomically
+from lightning.pytorch.loggers import CSVLogger  # noqa: E402
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter  # noqa: E402
+
+
+class _AtomicExperimentWriter(ExperimentWriter):
+    """Lightning rewrites metrics.csv in place whenever a new metric name appears (each CLiKA evaluation
+    adds some); a kill during that rewrite lost the whole log. Rewrite to a temp file, then rename; a failed
+    save forgets the new names so the next save rewrites the header again (and keeps the unsaved rows)."""
+
+    def save(self) -> None:
+        keys = list(self.metrics_keys)
+        try:
+            super().save()
+        except BaseException:
+            self.metrics_keys = keys
+            raise
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        import csv
+        import io
+
+        from clika.jsonl import atomic_write_text
+
+        with open(self.metrics_file_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        buf = io.StringIO(newline="")
+        writer = csv.DictWriter(buf, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.metrics_file_path, buf.getvalue())
+
+
+class AtomicCSVLogger(CSVLogger):
+    """lightning's CSVLogger whose header rewrites are atomic (appends of new rows stay appends)."""
+
+    @property
+    def experiment(self):
+        exp = super().experiment
+        if type(exp) is ExperimentWriter:  # local files only; remote filesystems keep Lightning's writer
+            exp.__class__ = _AtomicExperimentWriter
+        return exp
