@@ -33,6 +33,17 @@ class TinyConfig:
     tie_word_embeddings: bool = True
     seed: int = 0
     extra_corpus: tuple[str, ...] = field(default_factory=tuple)  # more lines for the tokenizer
+    # Fictional-world names (a make_world seed, 8 x 10 by default) added as whole tokens, one per name and
+    # language, to study how name tokenization drives conductivity; None = names stay BPE pieces.
+    name_tokens_world: dict | None = None
+
+
+def world_name_tokens(world: dict) -> list[str]:
+    """Every continent and city name of the generated world, in every language, without repeats."""
+    from clika.fictional import make_world
+
+    w = make_world(**world)
+    return list(dict.fromkeys(n for place in (*w.continents, *w.cities) for n in place.names.values()))
 
 
 def owned_corpus() -> list[str]:
@@ -45,7 +56,8 @@ def owned_corpus() -> list[str]:
 
 
 def _key(cfg: TinyConfig, corpus: list[str]) -> str:
-    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
+    fields = {k: v for k, v in asdict(cfg).items() if not (k == "name_tokens_world" and v is None)}
+    h = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())  # default folders keep their old key
     h.update("\n".join(corpus).encode())
     return h.hexdigest()[:12]
 
@@ -88,6 +100,8 @@ def save_folder_atomically(out: Path, *parts) -> Path:
 def build_tiny(cfg: TinyConfig | None = None, cache_dir: str | Path | None = None) -> Path:
     """Return a cached HF folder (config, weights, tokenizer) for the tiny model, building it once."""
     cfg = cfg or TinyConfig()
+    if isinstance(cfg.extra_corpus, list):  # from a YAML list
+        cfg = TinyConfig(**{**asdict(cfg), "extra_corpus": tuple(cfg.extra_corpus)})
     corpus = owned_corpus() + list(cfg.extra_corpus)
     out = Path(cache_dir or cache_root() / "models") / f"tiny-{_key(cfg, corpus)}"
     if (out / "config.json").exists() and (out / "tokenizer.json").exists():
@@ -96,6 +110,8 @@ def build_tiny(cfg: TinyConfig | None = None, cache_dir: str | Path | None = Non
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = train_tokenizer(corpus, cfg.vocab_size)
+    if cfg.name_tokens_world is not None:
+        tokenizer.add_tokens(world_name_tokens(dict(cfg.name_tokens_world)))  # matched before BPE: one token each
     torch.manual_seed(cfg.seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,

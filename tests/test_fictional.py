@@ -318,3 +318,20 @@ def test_name_tokenization_report(world):
             return [hash(text) % 1000]
 
     assert name_tokenization_report(world, WordTok(), "ja")["single_token"] == 1.0
+
+
+def test_tiny_model_option_makes_every_world_name_one_token(tmp_path):
+    """`model.tiny.name_tokens_world`: the tokenizer study knob (whole-name tokens vs BPE pieces)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from clika.tiny import TinyConfig, _key, build_tiny, owned_corpus
+
+    world = make_world(seed=0)
+    assert _key(TinyConfig(), owned_corpus()) == _key(TinyConfig(name_tokens_world=None), owned_corpus())
+    folder = build_tiny(TinyConfig(name_tokens_world={"seed": 0}), cache_dir=tmp_path)
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert AutoConfig.from_pretrained(folder).vocab_size == len(tok) > 1024
+    for lang in ("en", "de", "zh", "he"):
+        assert name_tokenization_report(world, tok, lang)["single_token"] == 1.0
+    city = world.cities[0].names["zh"]
+    assert city in tok.tokenize(f"{city}位于哪个大洲？")  # inside running text too
