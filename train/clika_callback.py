@@ -209,6 +209,7 @@ class ClikaEvalCallback(pl.Callback):
                 if mc:
                     from clika.report import plot_co_heatmap
 
+                    self.wait_for_plot()  # one matplotlib drawing at a time (its font cache is shared)
                     png = plot_co_heatmap({"datasets": mc}, self.output_dir / "co_heatmap.png")
                     payload["clika/co_heatmap"] = wandb.Image(str(png))
                 exp.log(payload)
