@@ -41,6 +41,7 @@ from clika.fictional import (DIRECTIONS, City, Continent, FictionalItem, Fiction
                              World, _check_lang, answer_correct, fictional_root, fictional_scores,
                              load_fictional, load_translate, make_world, write_official_layout)
 from clika.languages import NON_EN
+from clika.scoring import shares_prefix
 from clika.suite import shard, unshard
 
 SCORERS = ("mc", "generate")
@@ -361,13 +362,6 @@ def score_probes(model, tokenizer, probes: Sequence[Probe], scorer: str = "mc", 
     return rows
 
 
-def _prefix_reusable(tokenizer, probes: Sequence[Probe]) -> bool:
-    """Whether every shard will reuse a prefix: true iff all MC contexts share one (>= any shard's)."""
-    from clika.scoring import _common_prefix_len, _encode
-
-    return _common_prefix_len([_encode(tokenizer, p.mc_context) for p in probes]) > 0
-
-
 def score_fictional(model, tokenizer, probes: Sequence[Probe], scorers: Sequence[str] = ("mc",), *,
                     batch_size: int = 16, max_new_tokens: int | None = None, rank: int = 0, world: int = 1,
                     gather: Callable[[object], list] | None = None) -> dict[str, list[dict]]:
@@ -380,7 +374,7 @@ def score_fictional(model, tokenizer, probes: Sequence[Probe], scorers: Sequence
     if world > 1 and gather is None:
         raise ValueError("score_fictional with world > 1 needs a gather function")
     lockstep = world > 1
-    reuse = _prefix_reusable(tokenizer, probes) if lockstep else True
+    reuse = shares_prefix(tokenizer, [p.mc_context for p in probes]) if lockstep else True
     if "generate" in scorers and max_new_tokens is None:
         max_new_tokens = auto_max_new_tokens(tokenizer, probes)
     mine = shard(probes, rank, world)

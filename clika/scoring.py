@@ -74,6 +74,12 @@ def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
     return max(n, 0)
 
 
+def shares_prefix(tokenizer, contexts: Sequence[str]) -> bool:
+    """Whether all contexts share a token prefix. Decided on a whole file, it tells every rank alike whether
+    to run the shared-prefix forward (each shard's prefix is at least as long), keeping ranks in lockstep."""
+    return _common_prefix_len([_encode(tokenizer, c) for c in contexts]) > 0
+
+
 def _device(model) -> torch.device:
     return next(model.parameters()).device
 
@@ -95,11 +101,12 @@ def _out_cache(out):
 class _PrefixRunner:
     """Runs batches of token suffixes after a shared prefix whose KV cache is computed once."""
 
-    def __init__(self, model, prefix: list[int], reuse: bool):
+    def __init__(self, model, prefix: list[int], reuse: bool, cache=None):
+        """`cache`: the prefix's KV cache when already computed (see `extend`)."""
         self.model, self.prefix, self.device = model, prefix, _device(model)
-        self.cache, self.cache_key = None, _cache_key(model)
+        self.cache, self.cache_key = cache, _cache_key(model)
         self.keeps_logits = "logits_to_keep" in _forward_params(model)
-        if reuse and prefix:
+        if cache is None and reuse and prefix:
             with torch.no_grad():
                 out = model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
             self.cache = _out_cache(out)
@@ -109,16 +116,13 @@ class _PrefixRunner:
         """A runner for prefix + suffix whose KV cache is this one's plus `suffix` (one forward of the
         suffix only), and the fp32 log-probs of the token after it. Needs a reusable cache."""
         assert self.reuse and suffix
-        child = object.__new__(_PrefixRunner)
-        child.model, child.device, child.cache_key, child.keeps_logits = self.model, self.device, self.cache_key, self.keeps_logits
-        child.prefix, child.reuse = self.prefix + list(suffix), True
-        cache = copy.deepcopy(self.cache)
+        prefix = self.prefix + list(suffix)
         keep = {"logits_to_keep": 1} if self.keeps_logits else {}
         with torch.no_grad():
             out = self.model(input_ids=torch.tensor([suffix], device=self.device),
-                             attention_mask=torch.ones((1, len(child.prefix)), dtype=torch.long, device=self.device),
-                             use_cache=True, **{self.cache_key: cache}, **keep)
-        child.cache = _out_cache(out)
+                             attention_mask=torch.ones((1, len(prefix)), dtype=torch.long, device=self.device),
+                             use_cache=True, **{self.cache_key: copy.deepcopy(self.cache)}, **keep)
+        child = _PrefixRunner(self.model, prefix, True, cache=_out_cache(out))
         return child, torch.log_softmax(out.logits[0, -1].float(), dim=-1)
 
     def logits(self, suffixes: list[list[int]], pad_id: int, last_only: bool = False) -> tuple[torch.Tensor, list[int]]:

@@ -16,7 +16,7 @@ from clika.errors import ClikaError
 from clika.languages import LANGS
 from clika.metrics import aggregate, dataset_metrics
 from clika.prompts import STYLES, render
-from clika.scoring import Request, Result, make_scorer
+from clika.scoring import Request, Result, make_scorer, shares_prefix
 
 DEFAULT_REF = {"x_csqa": 0.746, "x_copa": 0.964, "x_name": 0.922, "x_geo": 0.970}
 
@@ -116,10 +116,7 @@ def _scorer_for(scorer, tokenizer, requests: Sequence[Request], world: int):
         return scorer
     from dataclasses import replace
 
-    from clika.scoring import _common_prefix_len, _encode
-
-    shared = _common_prefix_len([_encode(tokenizer, r.context) for r in requests]) > 0
-    return replace(scorer, reuse_prefix=scorer.reuse_prefix and shared)
+    return replace(scorer, reuse_prefix=scorer.reuse_prefix and shares_prefix(tokenizer, [r.context for r in requests]))
 
 
 def score_suite(model, tokenizer, suite: Suite, requests: dict[tuple[str, str], list[Request]],

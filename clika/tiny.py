@@ -100,8 +100,6 @@ def save_folder_atomically(out: Path, *parts) -> Path:
 def build_tiny(cfg: TinyConfig | None = None, cache_dir: str | Path | None = None) -> Path:
     """Return a cached HF folder (config, weights, tokenizer) for the tiny model, building it once."""
     cfg = cfg or TinyConfig()
-    if isinstance(cfg.extra_corpus, list):  # from a YAML list
-        cfg = TinyConfig(**{**asdict(cfg), "extra_corpus": tuple(cfg.extra_corpus)})
     corpus = owned_corpus() + list(cfg.extra_corpus)
     out = Path(cache_dir or cache_root() / "models") / f"tiny-{_key(cfg, corpus)}"
     if (out / "config.json").exists() and (out / "tokenizer.json").exists():

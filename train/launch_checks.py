@@ -15,7 +15,6 @@ run id. Register it (`register_resolvers()`) before `@hydra.main` composes the c
 from __future__ import annotations
 
 import logging
-
 import os
 import re
 import sys
