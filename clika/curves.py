@@ -40,6 +40,12 @@ def read_rows(path: str | Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def typed(rows: Iterable[dict]) -> list[dict]:
+    """CSV rows with numbers as numbers and empty cells as None (as `metrics_to_rows` makes them)."""
+    text = ("dataset", "lang", "scorer")
+    return [{k: v if k in text else (None if v in ("", None) else _num(v)) for k, v in r.items()} for r in rows]
+
+
 def write_rows(path: str | Path, rows: Iterable[dict]) -> Path:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from clika.errors import ClikaError
 from clika.jsonl import read_jsonl
@@ -112,11 +112,9 @@ REGISTRY: dict[str, DatasetInfo] = {
 }
 
 
-def register_jsonl_dataset(name: str, directory: str | Path) -> DatasetInfo:
+def jsonl_dataset(name: str, directory: str | Path) -> DatasetInfo:
     """Users' own data: `<directory>/<lang>.jsonl` with {"id", "question", "options": [...], "label"}."""
-    info = DatasetInfo(name, lambda r, l, d=Path(directory): d / f"{l}.jsonl", _parse_generic(name), "mcq")
-    REGISTRY[name] = info
-    return info
+    return DatasetInfo(name, lambda r, l, d=Path(directory): d / f"{l}.jsonl", _parse_generic(name), "mcq")
 
 
 def check_root(root: str | Path | None) -> Path:
@@ -130,13 +128,14 @@ def check_root(root: str | Path | None) -> Path:
     return path
 
 
-def load_items(root: str | Path, dataset: str, lang: str) -> list[Item]:
-    if dataset not in REGISTRY:
+def load_items(root: str | Path, dataset: str, lang: str, registry: Mapping[str, DatasetInfo] = REGISTRY
+               ) -> list[Item]:
+    if dataset not in registry:
         raise ClikaError(f"unknown dataset '{dataset}'",
-                         fix=f"choose from {sorted(REGISTRY)} or register a JSONL dir under clika.custom")
+                         fix=f"choose from {sorted(registry)} or register a JSONL dir under clika.custom")
     if lang not in LANGS:
         raise ClikaError(f"unknown language '{lang}'", fix=f"choose from {list(LANGS)}")
-    info = REGISTRY[dataset]
+    info = registry[dataset]
     path = info.path(check_root(root) if dataset in ("x_copa", "x_csqa", "x_geo", "x_name") else Path(root or "."),
                      lang)
     if not path.parent.is_dir():
@@ -151,13 +150,14 @@ def load_items(root: str | Path, dataset: str, lang: str) -> list[Item]:
     return items
 
 
-def load_parallel(root: str | Path, dataset: str, langs: list[str]) -> dict[str, list[Item]]:
+def load_parallel(root: str | Path, dataset: str, langs: list[str], registry: Mapping[str, DatasetInfo] = REGISTRY
+                  ) -> dict[str, list[Item]]:
     """Load every language and verify they are the same items in the same order with the same labels."""
-    by_lang = {lang: load_items(root, dataset, lang) for lang in langs}
+    by_lang = {lang: load_items(root, dataset, lang, registry) for lang in langs}
     ref_lang = langs[0]
     ref = by_lang[ref_lang]
     for lang, items in by_lang.items():
-        where = REGISTRY[dataset].path(Path(root or "."), lang)
+        where = registry[dataset].path(Path(root or "."), lang)
         if len(items) != len(ref):
             raise ClikaError(f"{where}: {len(items)} items but {ref_lang} has {len(ref)}: languages not parallel",
                              fix="every language file must hold the same items in the same order")

@@ -1,13 +1,12 @@
-"""Strict JSON Lines reading and atomic writing: errors name the file and line; no half-written files."""
+"""Strict JSON Lines reading (errors name the file and line) and JSON / JSONL writing through `clika.atomic`."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from clika.atomic import atomic_write_text
 from clika.errors import ClikaError
 
 
@@ -42,20 +41,6 @@ def read_jsonl_numbered(path: str | Path, *, allow_empty: bool = False) -> list[
     if not rows and not allow_empty:
         raise ClikaError(f"{path}: file is empty", fix="regenerate it or remove it from the run")
     return rows
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:

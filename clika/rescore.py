@@ -13,7 +13,7 @@ from clika.errors import ClikaError
 from clika.jsonl import read_jsonl
 from clika.languages import LANGS, lang_from_dir
 from clika.metrics import co, relative_accuracy
-from clika.scoring import first_char_letter
+from clika.judges import first_char_letter
 
 DATASETS = ("x_copa", "x_csqa", "x_geo", "x_name")
 N_OPTIONS = {"x_copa": 2, "x_csqa": 5, "x_geo": 4, "x_name": 4}

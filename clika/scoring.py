@@ -2,7 +2,7 @@
 
 - `letter`: next-token log-probs restricted to the option letters, one forward pass per item.
 - `cloze`: summed log-prob of each option's text, normalised by its UTF-8 byte length.
-- `generate`: greedy generation scored by the paper's first-character rule.
+- `generate`: greedy generation (`clika.generation`) judged by a pluggable judge (`clika.judges`).
 
 All items of one call share the few-shot demonstration; the longest common *token* prefix is run once
 and its KV cache reused, so cost grows with the item text, not the demonstration. Tokens are those of
@@ -20,6 +20,8 @@ from typing import Protocol, Sequence
 import torch
 
 from clika.errors import ClikaError
+from clika.generation import generate
+from clika.judges import Judge, first_char
 
 
 @dataclass
@@ -305,44 +307,21 @@ class ClozeScorer:
         bar.close()
 
 
-def first_char_letter(output: str | None) -> str:
-    """The paper's rule: the first non-blank character of the output (empty output answers nothing)."""
-    text = (output or "").strip()
-    return text[0] if text else ""
-
-
 @dataclass
 class GenerateScorer:
-    """Greedy generation of a few tokens, correct when the first non-blank character is the gold letter."""
+    """Generation (`clika.generation`) of a few tokens, judged by `judge` (default: the first-character rule)."""
 
     batch_size: int = 8
     max_new_tokens: int = 8
+    judge: Judge = first_char
+    lockstep: bool = False
     name: str = "generate"
 
     def score(self, model, tokenizer, requests: Sequence[Request]) -> list[Result]:
-        device = _device(model)
-        side = tokenizer.padding_side
-        tokenizer.padding_side = "left"
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        out: list[Result] = []
-        try:
-            bar = _progress(len(requests), "generate")
-            for start in range(0, len(requests), self.batch_size):
-                chunk = requests[start: start + self.batch_size]
-                batch = tokenizer([r.context for r in chunk], return_tensors="pt", padding=True).to(device)
-                with torch.no_grad():
-                    gen = model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                         num_beams=1, pad_token_id=pad)
-                texts = tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-                for r, text in zip(chunk, texts):
-                    first = first_char_letter(text)
-                    pred = r.letters.index(first) if first and first in r.letters else -1
-                    out.append(Result(r.uid, pred, r.label, [], text))
-                bar.update(len(chunk))
-            bar.close()
-        finally:
-            tokenizer.padding_side = side
-        return out
+        texts = generate(model, tokenizer, [r.context for r in requests], batch_size=self.batch_size,
+                         max_new_tokens=self.max_new_tokens, lockstep=self.lockstep)
+        return [Result(r.uid, self.judge(t, r.letters, r.options, r.label), r.label, [], t)
+                for r, t in zip(requests, texts)]
 
 
 SCORERS = {"letter": LetterScorer, "cloze": ClozeScorer, "generate": GenerateScorer}

@@ -1,22 +1,24 @@
-"""The evaluation suite: which items to ask, how to prompt and score them, and the metrics over them.
+"""The evaluation suite: which CLiKA datasets to ask in which languages, how to prompt and score them, and
+the metrics over them.
 
-Used identically by `eval.py` and by the training callback, so a number shown during training equals
-the number `eval.py` reports for the same checkpoint. Sharding across ranks is explicit: each rank
-scores `shard(requests, rank, world)` (padded to equal length so collective ranks stay in lockstep) and
-a caller-supplied `gather` returns every rank's results.
+Each dataset is a task (`DatasetTask`: its items in every language, one request set per language); the
+suite's metrics add the stream and overall means. Scoring goes through `clika.task.run_tasks`, used
+identically by `eval.py` and by the training callback, so a number shown during training equals the number
+`eval.py` reports for the same checkpoint.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Hashable, Mapping, Sequence
 
-from clika.datasets import REGISTRY, Item, load_parallel, register_jsonl_dataset, subset_indices
+from clika.datasets import REGISTRY, DatasetInfo, Item, jsonl_dataset, load_parallel, subset_indices
 from clika.errors import ClikaError
 from clika.languages import LANGS
 from clika.metrics import aggregate, dataset_metrics
 from clika.prompts import STYLES, render
-from clika.scoring import Request, Result, make_scorer, shares_prefix
+from clika.scoring import Request, Result, Scorer, make_scorer
+from clika.task import Gather, RequestSet, run_tasks
 
 DEFAULT_REF = {"x_csqa": 0.746, "x_copa": 0.964, "x_name": 0.922, "x_geo": 0.970}
 
@@ -39,13 +41,17 @@ class Suite:
     reference: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_REF))
     bootstrap: int = 1000
 
+    @property
+    def registry(self) -> dict[str, DatasetInfo]:
+        """The release's datasets plus the user's own (clika.custom: name -> JSONL dir)."""
+        return {**REGISTRY, **{name: jsonl_dataset(name, path) for name, path in self.custom.items()}}
+
     def validate(self) -> "Suite":
-        for name, path in self.custom.items():
-            register_jsonl_dataset(name, path)
+        registry = self.registry
         for ds in self.datasets:
-            if ds not in REGISTRY:
+            if ds not in registry:
                 raise ClikaError(f"clika.datasets: unknown dataset '{ds}'",
-                                 fix=f"choose from {sorted(REGISTRY)} or add it under clika.custom")
+                                 fix=f"choose from {sorted(registry)} or add it under clika.custom")
             if ds not in self.reference:
                 raise ClikaError(f"clika.reference has no accuracy for '{ds}'",
                                  fix=f"add clika.reference.{ds}=<reference accuracy in (chance, 1]>")
@@ -73,82 +79,63 @@ def load_suite_items(suite: Suite) -> dict[str, dict[str, list[Item]]]:
     langs = list(suite.langs)
     if "en" in langs:  # load en first so parallelism errors name the other language's file
         langs = ["en"] + [l for l in langs if l != "en"]
+    registry = suite.registry
     for ds in suite.datasets:
-        by_lang = load_parallel(suite.data_root, ds, langs)
+        by_lang = load_parallel(suite.data_root, ds, langs, registry)
         keep = subset_indices(len(next(iter(by_lang.values()))), suite.limit, suite.seed)
         out[ds] = {lang: [items[i] for i in keep] for lang, items in by_lang.items()}
     return out
 
 
-def build_requests(items: dict[str, dict[str, list[Item]]], suite: Suite, tokenizer=None
-                   ) -> dict[tuple[str, str], list[Request]]:
-    return {(ds, lang): [Request(it.uid, render(it, REGISTRY[ds].template, suite.prompt_style, tokenizer),
-                                 it.letters, it.options, it.label) for it in its]
-            for ds, by_lang in items.items() for lang, its in by_lang.items()}
+@dataclass
+class DatasetTask:
+    """One multiple-choice dataset in several languages: a request set per language, the CLiKA metrics
+    (accuracy, RA, en-CO, the CO matrix) over them."""
+
+    name: str
+    items: Mapping[str, list[Item]]  # lang -> items, parallel across languages
+    template: str  # prompt family (clika.prompts)
+    prompt_style: str
+    scorer: Scorer
+    ref: float
+    bootstrap: int = 1000
+    seed: int = 1234
+
+    def prompts(self, tokenizer=None) -> dict[str, list[str]]:
+        return {lang: [render(it, self.template, self.prompt_style, tokenizer) for it in its]
+                for lang, its in self.items.items()}
+
+    def request_sets(self, tokenizer) -> list[RequestSet]:
+        prompts = self.prompts(tokenizer)
+        return [RequestSet((self.name, lang), self.scorer,
+                           [Request(it.uid, p, it.letters, it.options, it.label) for it, p in zip(its, prompts[lang])])
+                for lang, its in self.items.items()]
+
+    def metrics(self, results: Mapping[Hashable, list[Result]]) -> dict:
+        correct = {lang: [r.correct for r in results[(self.name, lang)]] for lang in self.items}
+        n_options = len(next(iter(self.items.values()))[0].options)
+        return dataset_metrics(correct, n_options, self.ref, self.bootstrap, self.seed)
 
 
-def shard(seq: Sequence, rank: int, world: int) -> list:
-    """Strided shard padded (by repeating the last element) so every rank gets the same count."""
-    if world <= 1:
-        return list(seq)
-    per = -(-len(seq) // world)
-    part = list(seq[rank::world])
-    return part + [seq[-1]] * (per - len(part)) if seq else part
-
-
-def unshard(parts: Sequence[Sequence], n: int) -> list:
-    """Inverse of `shard`: interleave every rank's results and drop the padding."""
-    world = len(parts)
-    out = [None] * n
-    for r, part in enumerate(parts):
-        for k, res in enumerate(part):
-            i = r + k * world
-            if i < n:
-                out[i] = res
-    return out
-
-
-def _scorer_for(scorer, tokenizer, requests: Sequence[Request], world: int):
-    """Under several ranks every rank must run the same number of forward passes (ZeRO-3 gathers weights
-    in each one): the shared-prefix forward is done by all ranks or by none, decided on the whole file
-    rather than on each rank's shard (a shard of prompts without BOS may share no prefix)."""
-    if world <= 1 or not hasattr(scorer, "reuse_prefix"):
-        return scorer
-    from dataclasses import replace
-
-    return replace(scorer, reuse_prefix=scorer.reuse_prefix and shares_prefix(tokenizer, [r.context for r in requests]))
-
-
-def score_suite(model, tokenizer, suite: Suite, requests: dict[tuple[str, str], list[Request]],
-                rank: int = 0, world: int = 1,
-                gather: Callable[[object], list] | None = None) -> dict[tuple[str, str], list[Result]]:
+def suite_tasks(suite: Suite, items: Mapping[str, Mapping[str, list[Item]]]) -> list[DatasetTask]:
     scorer = make_scorer(suite.scorer, suite.batch_size, suite.letter_delimiter, suite.max_new_tokens)
-    local = {key: _scorer_for(scorer, tokenizer, reqs, world).score(model, tokenizer, shard(reqs, rank, world))
-             for key, reqs in requests.items()}
-    if world <= 1:
-        return local
-    if gather is None:
-        raise ValueError("score_suite with world > 1 needs a gather function")
-    parts = gather(local)
-    return {key: unshard([p[key] for p in parts], len(reqs)) for key, reqs in requests.items()}
+    registry = suite.registry
+    return [DatasetTask(ds, {lang: by_lang[lang] for lang in suite.langs if lang in by_lang},
+                        registry[ds].template, suite.prompt_style, scorer, suite.reference[ds], suite.bootstrap,
+                        suite.seed)
+            for ds, by_lang in items.items()]
 
 
-def compute_metrics(results: dict[tuple[str, str], list[Result]], suite: Suite,
-                    n_options: Mapping[str, int]) -> dict:
-    per_dataset = {}
-    for ds in suite.datasets:
-        correct = {lang: [r.correct for r in results[(ds, lang)]] for lang in suite.langs if (ds, lang) in results}
-        per_dataset[ds] = dataset_metrics(correct, n_options[ds], suite.reference[ds], suite.bootstrap, suite.seed)
-    return {"datasets": per_dataset, "summary": aggregate(per_dataset, suite.streams),
+def suite_metrics(suite: Suite, per_dataset: Mapping[str, dict]) -> dict:
+    return {"datasets": dict(per_dataset), "summary": aggregate(per_dataset, suite.streams),
             "scorer": suite.scorer, "letter_form": f"Answer:{suite.letter_delimiter}<letter>",
             "prompt_style": suite.prompt_style, "limit": suite.limit, "seed": suite.seed}
 
 
-def run_suite(model, tokenizer, suite: Suite, rank: int = 0, world: int = 1, gather=None,
-              items: dict | None = None) -> tuple[dict, dict]:
-    """Score the suite and return (metrics, per-item results); metrics are computed on every rank."""
+def run_suite(model, tokenizer, suite: Suite, rank: int = 0, world: int = 1, gather: Gather | None = None,
+              items: dict | None = None) -> tuple[dict, dict[tuple[str, str], list[Result]]]:
+    """Score the suite; (metrics, per-item results keyed by (dataset, lang)), computed on every rank."""
     items = items if items is not None else load_suite_items(suite)
-    requests = build_requests(items, suite, tokenizer)
-    results = score_suite(model, tokenizer, suite, requests, rank, world, gather)
-    n_options = {ds: len(next(iter(by_lang.values()))[0].options) for ds, by_lang in items.items()}
-    return compute_metrics(results, suite, n_options), results
+    outs = run_tasks(model, tokenizer, suite_tasks(suite, items), rank, world, gather)
+    results = {key: res for out in outs.values() for key, res in out.results.items()}
+    return suite_metrics(suite, {name: out.metrics for name, out in outs.items()}), results

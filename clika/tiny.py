@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from clika.atomic import atomic_dir
 from clika.env import cache_root
+from clika.fictional.generated import build_world
 from clika.languages import LANGS
 
 SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<unk>"]
@@ -40,9 +39,7 @@ class TinyConfig:
 
 def world_name_tokens(world: dict) -> list[str]:
     """Every continent and city name of the generated world, in every language, without repeats."""
-    from clika.fictional import make_world
-
-    w = make_world(**world)
+    w = build_world(world)
     return list(dict.fromkeys(n for place in (*w.continents, *w.cities) for n in place.names.values()))
 
 
@@ -80,20 +77,11 @@ def train_tokenizer(corpus: list[str], vocab_size: int):
 
 
 def save_folder_atomically(out: Path, *parts) -> Path:
-    """save_pretrained each part into a temp dir, then rename it to `out`; concurrent builders either win
-    or find the folder built, and a killed build leaves no half-written folder."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".tmp-{out.name}-"))
-    try:
+    """save_pretrained each part into a temp dir renamed to `out`: concurrent builders either win or find the
+    folder built, and a killed build leaves no half-written folder."""
+    with atomic_dir(out) as tmp:
         for part in parts:
             part.save_pretrained(tmp)
-        try:
-            os.replace(tmp, out)
-        except OSError:  # another process finished first: use its folder
-            if not (out / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -13,11 +13,21 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from clika.errors import ClikaError
+from clika.fictional.generated import build_world, world_params
+from clika.fictional.layout import write_official_layout
+from clika.fictional.records import render_corpus
+from clika.fictional.release import check_release
+from clika.fictional.report import markdown, tokenization_markdown
+from clika.fictional.task import FictionalTask
+from clika.fictional.tokenization import name_tokenization_report, release_world
 from clika.jsonl import atomic_write_text, write_json, write_jsonl
-from clika.languages import NON_EN
+from clika.languages import LANGS, NON_EN
+from clika.models import ModelSpec, load_model, load_tokenizer
+from clika.task import run_tasks
 
 
 def _out(cfg: DictConfig) -> Path:
@@ -34,12 +44,6 @@ def _pick(cfg: DictConfig, key: str, fallback):
     return fallback if val is None else val
 
 
-def _tokenizer(cfg: DictConfig):
-    from clika.models import ModelSpec, load_tokenizer
-
-    return load_tokenizer(ModelSpec(**OmegaConf.to_container(cfg.model, resolve=True)))
-
-
 _STEMS = re.compile(r"(?<![A-Z])(" + "|".join(l.upper() for l in NON_EN) + r")(?![A-Z])")
 
 
@@ -49,21 +53,17 @@ def relevant_defects(defects: list[str], x: str) -> list[str]:
 
 
 def make_fictional(cfg: DictConfig) -> dict:
-    from clika.conductivity import tokenization_markdown, world_params
-    from clika.fictional import check_release, make_world, name_tokenization_report, render_corpus, write_official_layout
-    from clika.languages import LANGS
-
     f = _fict(cfg)
     w = world_params(f.get("world"))
     params = {**w, "seed": int(_pick(cfg, "seed", w["seed"])), "continents": int(_pick(cfg, "continents", w["continents"])),
               "cities_per_continent": int(_pick(cfg, "cities", w["cities_per_continent"]))}
     out = _out(cfg)
-    world = make_world(params["seed"], params["continents"], params["cities_per_continent"], params["name_style"])
+    world = build_world(params)
     files = write_official_layout(world, out, NON_EN, params["translate_directions"], params["seed"])
     for lang in LANGS:
         files.append(atomic_write_text(out / "corpus" / f"{lang}.txt", "\n".join(render_corpus(world, lang)) + "\n"))
     defects = check_release(out)
-    tok = _tokenizer(cfg)
+    tok = load_tokenizer(ModelSpec(**OmegaConf.to_container(cfg.model, resolve=True)))
     tokenization = {lang: name_tokenization_report(world, tok, lang) for lang in LANGS}
     write_json(out / "make_fictional.json", {"world": params, "model": cfg.model.name, "defects": defects,
                                              "tokenization": tokenization, "files": len(files)})
@@ -79,53 +79,36 @@ def make_fictional(cfg: DictConfig) -> dict:
 
 
 def conductivity(cfg: DictConfig) -> dict:
-    import torch
-
-    from clika import conductivity as C
-    from clika.fictional import check_release, name_tokenization_report, validate_release
-    from clika.models import ModelSpec, load_model
-
     f = _fict(cfg)
-    x = f.get("lang")
-    if not x:
+    if not f.get("lang"):
         raise ClikaError("fictional.lang is not set", fix="python eval.py task=conductivity fictional.lang=zh ...")
-    root = Path(f["root"]) if f.get("root") else C.generated_root(f.get("world"))
-    if f.get("allow_defects", True):
-        defects = check_release(root)
-    else:
-        defects = validate_release(root)
-    scorers = list(f.get("scorers") or ["mc", "generate"])
-    gate = f.get("gate") or scorers[0]
-    limit, seed = f.get("limit"), int(f.get("seed") or 0)
-    data = C.load_data(root, f.get("langs") or ["en", x], [x], limit=limit, seed=seed)  # fail before the model
+    f["langs"] = f.get("langs") or ["en", f["lang"]]
+    task = FictionalTask(**f)  # reads the data: fails before the model is loaded
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     spec = ModelSpec(**OmegaConf.to_container(cfg.model, resolve=True))
     device = cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model(spec, device=device)
-    template = f.get("template") or "alpaca"
-    res = C.evaluate(model, tokenizer, data, [x], scorers=scorers, gate=gate, threshold=float(f.get("threshold", 0.9)),
-                     batch_size=int(f.get("batch_size") or 16), max_new_tokens=f.get("max_new_tokens"),
-                     template=template)
-    xs = res["trained"][0]
-    world = C.release_world(root, list(data.items))
-    tokenization = {lang: name_tokenization_report(world, tokenizer, lang) for lang in data.items}
+    res = run_tasks(model, tokenizer, [task])[task.name].metrics
+    xs, gate = task.trained[0], task.gate
+    world = release_world(task.root, list(task.data.items))
+    tokenization = {lang: name_tokenization_report(world, tokenizer, lang) for lang in task.data.items}
     g = res["scores"][gate][xs]
-    mine = relevant_defects(defects, xs)
-    report = {"model": spec.name, "name_or_path": spec.name_or_path, "adapter": spec.adapter, "root": str(root),
-              "x": xs, "langs": list(data.items), "scorers": scorers, "gate_scorer": gate,
-              "threshold": res["threshold"], "limit": limit, "seed": seed, "template": template,
+    mine = relevant_defects(task.defects, xs)
+    report = {"model": spec.name, "name_or_path": spec.name_or_path, "adapter": spec.adapter, "root": str(task.root),
+              "x": xs, "langs": list(task.data.items), "scorers": task.scorers, "gate_scorer": gate,
+              "threshold": res["threshold"], "limit": task.limit, "seed": task.seed, "template": task.template,
               "n_continents": res["n_continents"], "chance": res["chance"], "defects": mine,
-              "other_defects": len(defects) - len(mine),
+              "other_defects": len(task.defects) - len(mine),
               "gate_passed": not g.gated, "xrr": g.xrr, "xrr_corrected": g.xrr_corrected, "x_ratio": g.x_ratio,
               "results": {s: {"langs": res["langs"][s], "summary": res["summary"][s],
-                              "scores": {k: v.to_dict() for k, v in res["scores"][s].items()}} for s in scorers},
+                              "scores": {k: v.to_dict() for k, v in res["scores"][s].items()}} for s in task.scorers},
               "tokenization": tokenization}
     out = _out(cfg)
     paths = {"results": write_json(out / "conductivity.json", report),
-             "report": atomic_write_text(out / "conductivity.md", C.markdown(report)),
+             "report": atomic_write_text(out / "conductivity.md", markdown(report)),
              "predictions": write_jsonl(out / "conductivity_predictions.jsonl",
-                                        [{"scorer": s, **r} for s in scorers for r in res["rows"][s]])}
+                                        [{"scorer": s, **r} for s in task.scorers for r in res["rows"][s]])}
     num = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     verdict = (f"gate FAILED ({g.reasons.get('xrr', 'gated')})" if g.gated else
                f"gate passed: XRR {num(g.xrr)} (chance {num(res['chance'])}, corrected {num(g.xrr_corrected)})")

@@ -6,12 +6,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from clika.datasets import REGISTRY
 from clika.errors import ClikaError
 from clika.jsonl import atomic_write_text, write_json, write_jsonl
-from clika.prompts import render
 from clika.rescore import markdown, rescore
-from clika.suite import load_suite_items
+from clika.suite import load_suite_items, suite_tasks
 
 
 def _out(cfg: DictConfig) -> Path:
@@ -32,11 +30,10 @@ def dump_prompts(cfg: DictConfig) -> dict:
         tokenizer = load_tokenizer(ModelSpec(**OmegaConf.to_container(cfg.model, resolve=True)))
     out = _out(cfg)
     written = []
-    for ds, by_lang in load_suite_items(suite).items():
-        for lang, items in by_lang.items():
-            rows = [{"uuid": it.uid, "input": render(it, REGISTRY[ds].template, suite.prompt_style, tokenizer)}
-                    for it in items]
-            written.append(write_jsonl(out / "prompts" / ds / f"{lang}.jsonl", rows))
+    for task in suite_tasks(suite, load_suite_items(suite)):
+        for lang, prompts in task.prompts(tokenizer).items():
+            rows = [{"uuid": it.uid, "input": p} for it, p in zip(task.items[lang], prompts)]
+            written.append(write_jsonl(out / "prompts" / task.name / f"{lang}.jsonl", rows))
     print(f"wrote {len(written)} prompt files under {out / 'prompts'}")
     return {"files": [str(p) for p in written]}
 

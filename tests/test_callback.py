@@ -13,7 +13,7 @@ from train.run import train
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ["clika.datasets=[x_copa,x_geo]", "callbacks.clika.langs=[en,zh]", "callbacks.clika.limit=6",
-         "callbacks.clika.fictional.limit=4"]
+         "fictional.limit=4"]
 KEYS = ("acc", "ra", "en_co", "acc_type0", "acc_type1", "xrr")
 
 
@@ -103,7 +103,7 @@ def test_one_and_two_processes_log_the_same_alignment(data_root, tmp_path):
 
 def test_same_seed_same_config_gives_identical_curves_and_losses(train_cfg, data_root, tmp_path):
     args = (f"paths.clika_data={data_root}", "clika.datasets=[x_copa]", "callbacks.clika.langs=[en,zh]",
-            "callbacks.clika.limit=4", "callbacks.clika.fictional.limit=4", "trainer.max_steps=3",
+            "callbacks.clika.limit=4", "fictional.limit=4", "trainer.max_steps=3",
             "trainer.val_check_interval=3", "export.enabled=false", "method.lr=5e-3")
     runs = [Path(train(train_cfg(*args, run_dir=tmp_path / name))["run_dir"]) for name in ("a", "b")]
     a, b = ((run / "alignment.csv").read_text() for run in runs)

@@ -6,9 +6,14 @@ import math
 import pytest
 import torch
 
-from clika import conductivity as C
-from clika.fictional import make_world, write_official_layout
-from clika.suite import shard, unshard
+from clika.fictional.layout import write_official_layout
+from clika.fictional.metrics import lang_table, scores_by_lang
+from clika.fictional.report import markdown
+from clika.fictional.task import FictionalTask, build_probes, load_data
+from clika.fictional.world import make_world
+from clika.generation import generate
+from clika.judges import answer_part
+from clika.task import lockstep, run_tasks, score_sets, shard, unshard
 from train.data.processing import encode_sft
 
 CONTINENTS, CITIES = 4, 4  # 16 cities: 8 of type 0, 8 of type 1
@@ -22,13 +27,26 @@ def layout(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def data(layout):
-    return C.load_data(layout, ["en", "de"], ["de"])
+def task(layout):
+    return FictionalTask(root=str(layout), lang="de", seed=0)
 
 
 @pytest.fixture(scope="module")
-def probes(data, tiny):
-    return C.build_probes(data, tiny[1])
+def data(task):
+    return task.data
+
+
+@pytest.fixture(scope="module")
+def probes(task, tiny):
+    return task.probes(tiny[1])
+
+
+def _mc_set(task, tok, keep=None):
+    """The task's mc request set, restricted to the probes `keep` (uids) when given."""
+    s = next(s for s in task.request_sets(tok) if s.key == ("fictional", "mc"))
+    if keep is not None:
+        s.requests = [r for r in s.requests if r.uid in keep]
+    return s
 
 
 # --- data and prompts ------------------------------------------------------------------------
@@ -73,24 +91,24 @@ def test_mc_context_is_the_training_text_token_for_token(data, probes, tiny):
 
 
 def test_llama2_template_moves_the_leading_space_into_the_options(data, tiny):
-    p = C.build_probes(data, tiny[1], "llama2")[0]
+    p = build_probes(data, tiny[1], "llama2")[0]
     assert "[/INST]" in p.prompt and not p.mc_context.endswith(" ") and p.options[0].startswith(" ")
 
 
 def test_limit_is_a_seeded_type_stratified_city_subset(layout):
-    a = C.load_data(layout, ["en", "zh"], ["zh"], limit=6, seed=1)
+    a = load_data(layout, ["en", "zh"], ["zh"], limit=6, seed=1)
     assert [i.type for i in a.items["en"]].count(0) == 3 and len(a.items["en"]) == 6
     assert [i.idx for i in a.items["en"]] == [i.idx for i in a.items["zh"]]
     assert len(a.translate["zh"]) == 6 and a.continents["zh"] and len(a.cities["zh"]) == CONTINENTS * CITIES
-    b = C.load_data(layout, ["en", "zh"], ["zh"], limit=6, seed=1)
-    c = C.load_data(layout, ["en", "zh"], ["zh"], limit=6, seed=2)
+    b = load_data(layout, ["en", "zh"], ["zh"], limit=6, seed=1)
+    c = load_data(layout, ["en", "zh"], ["zh"], limit=6, seed=2)
     assert a.items == b.items and a.items != c.items
 
 
 def test_clean_output_stops_at_an_invented_next_turn():
     text = "Tipur is located on Zobivia.\n\n### Instruction:\nWhere is Lezaria?"
-    assert C.clean_output(text) == "Tipur is located on Zobivia."
-    assert C.clean_output("Zobivia") == "Zobivia"
+    assert answer_part(text) == "Tipur is located on Zobivia."
+    assert answer_part("Zobivia") == "Zobivia"
 
 
 # --- scoring on the tiny model ---------------------------------------------------------------
@@ -104,69 +122,76 @@ def _loglik(model, tok, context: str, option: str) -> float:
     return float(sum(logp[len(ctx) - 1 + k, t] for k, t in enumerate(cont))) / len(option.encode("utf-8"))
 
 
-def test_mc_picks_the_option_with_the_highest_loglik(probes, tiny):
+def test_mc_picks_the_option_with_the_highest_loglik(task, probes, tiny):
     model, tok = tiny
     some = [p for p in probes if p.lang == "de"][:3] + [p for p in probes if p.kind == "translate"][-2:]
-    rows = C.score_probes(model, tok, some, "mc", batch_size=5)
-    for p, r in zip(some, rows):
+    res = score_sets(model, tok, [_mc_set(task, tok, {p.uid for p in some})])[("fictional", "mc")]
+    by_uid = {p.uid: p for p in some}
+    for r in res:
+        p = by_uid[r.uid]
         want = [_loglik(model, tok, p.mc_context, o) for o in p.options]
-        assert r["scores"] == pytest.approx(want, abs=1e-4)
+        assert r.scores == pytest.approx(want, abs=1e-4)
         best = max(range(len(want)), key=want.__getitem__)
-        assert r["pred"] == p.options[best].strip() and r["correct"] == (best == p.label)
+        assert r.pred == best and r.correct == (best == p.label)
 
 
-def test_sharded_scoring_equals_unsharded(probes, tiny):
+def test_sharded_scoring_equals_unsharded(task, probes, tiny):
     model, tok = tiny
-    sub = probes[::5]  # 11 probes: world 2 and 3 both pad a shard
-    full = C.score_probes(model, tok, sub, "mc", batch_size=4)
+    mc = _mc_set(task, tok, {p.uid for p in probes[::5]})  # 11 probes: world 2 and 3 both pad a shard
+    full = score_sets(model, tok, [mc])[mc.key]
     for world in (2, 3):
-        parts = [C.score_probes(model, tok, shard(sub, r, world), "mc", batch_size=4, lockstep=True)
-                 for r in range(world)]
+        scorer = lockstep(mc.scorer, tok, mc.requests, world)
+        parts = [scorer.score(model, tok, shard(mc.requests, r, world)) for r in range(world)]
         assert len({len(p) for p in parts}) == 1  # padded: same work on every rank
-        merged = unshard(parts, len(sub))
-        assert [r["uid"] for r in merged] == [p.uid for p in sub]
-        assert [(r["pred"], r["correct"]) for r in merged] == [(r["pred"], r["correct"]) for r in full]
+        merged = unshard(parts, len(mc.requests))
+        assert [r.uid for r in merged] == [r.uid for r in full]
+        assert [r.pred for r in merged] == [r.pred for r in full]
         for a, b in zip(merged, full):
-            assert a["scores"] == pytest.approx(b["scores"], abs=1e-4)
-    # score_fictional wires shard -> gather -> unshard (gather faked with the other rank's rows)
-    other = {"mc": C.score_probes(model, tok, shard(sub, 1, 2), "mc", batch_size=4, lockstep=True)}
+            assert a.scores == pytest.approx(b.scores, abs=1e-4)
+    # run_tasks wires shard -> one gather -> unshard (gather faked with the other rank's results)
+    small = FictionalTask(root=str(task.root), lang="de", scorers=["mc"], limit=6, seed=0)
+    sets = small.request_sets(tok)
+    other = {s.key: lockstep(s.scorer, tok, s.requests, 2).score(model, tok, shard(s.requests, 1, 2)) for s in sets}
     calls = []
-    got = C.score_fictional(model, tok, sub, ["mc"], batch_size=4, rank=0, world=2,
-                            gather=lambda obj: calls.append(obj) or [obj, other])
-    assert len(calls) == 1 and [r["pred"] for r in got["mc"]] == [r["pred"] for r in full]
+    got = run_tasks(model, tok, [small], 0, 2, gather=lambda obj: calls.append(obj) or [obj, other])
+    alone = run_tasks(model, tok, [small])
+    assert len(calls) == 1
+    assert [r["pred"] for r in got["fictional"].metrics["rows"]["mc"]] == \
+        [r["pred"] for r in alone["fictional"].metrics["rows"]["mc"]]
     with pytest.raises(ValueError):
-        C.score_fictional(model, tok, sub, ["mc"], rank=0, world=2, gather=None)
+        run_tasks(model, tok, [small], 0, 2, gather=None)
 
 
 def test_lockstep_generation_cuts_at_eos_like_early_stopping(probes, tiny):
     model, tok = tiny
     ctx = [p.prompt for p in probes[:6]]
-    first = C.generate(model, tok, ctx[:1], max_new_tokens=4)
+    first = generate(model, tok, ctx[:1], max_new_tokens=4)
     ids = tok(first[0], add_special_tokens=False)["input_ids"]
     saved = model.generation_config.eos_token_id
     model.generation_config.eos_token_id = ids[2] if len(ids) > 2 else ids[-1]  # a token it does emit
     try:
-        early = C.generate(model, tok, ctx, batch_size=3, max_new_tokens=6)
-        lock = C.generate(model, tok, ctx, batch_size=3, max_new_tokens=6, lockstep=True)
+        early = generate(model, tok, ctx, batch_size=3, max_new_tokens=6)
+        lock = generate(model, tok, ctx, batch_size=3, max_new_tokens=6, lockstep=True)
     finally:
         model.generation_config.eos_token_id = saved
-    assert early == lock and len(early[0]) < len(C.generate(model, tok, ctx[:1], max_new_tokens=6)[0])
+    assert early == lock and len(early[0]) < len(generate(model, tok, ctx[:1], max_new_tokens=6)[0])
 
 
-def test_evaluate_reports_both_scorers_and_gates_by_one(data, probes, tiny):
+def test_task_reports_both_scorers_and_gates_by_one(task, tiny):
     model, tok = tiny
-    sub = [p for p in probes if p.idx % 4 == 0]
-    res = C.evaluate(model, tok, data, ["de"], scorers=["mc", "generate"], gate="generate", probes=sub,
-                     max_new_tokens=4)
+    both = FictionalTask(root=str(task.root), lang="de", scorers=["mc", "generate"], gate="generate", limit=8,
+                         seed=0, max_new_tokens=4)
+    res = run_tasks(model, tok, [both])["fictional"].metrics
+    n = len(both.probes(tok))
     assert res["gate_scorer"] == "generate" and res["chance"] == 1 / CONTINENTS
     for s in ("mc", "generate"):
-        assert len(res["rows"][s]) == len(sub) and set(res["langs"][s]) == {"en", "de"}
+        assert len(res["rows"][s]) == n and set(res["langs"][s]) == {"en", "de"}
         de = res["langs"][s]["de"]
-        assert de["n"] == len([p for p in sub if p.lang == "de" and p.kind != "translate"])
+        assert de["n"] == 8
         assert de["gate_passed"] is False and de["xrr"] is None  # untrained: gated, no number
         assert res["scores"][s]["de"].gated and res["summary"][s]["gate_passed"] == 0.0
-    with pytest.raises(Exception, match="gate scorer"):
-        C.evaluate(model, tok, data, ["de"], scorers=["mc"], gate="generate", probes=sub)
+    with pytest.raises(Exception, match="fictional.gate"):
+        FictionalTask(root=str(task.root), lang="de", scorers=["mc"], gate="generate")
 
 
 def test_markdown_states_xrr_next_to_chance():
@@ -174,15 +199,15 @@ def test_markdown_states_xrr_next_to_chance():
     for lang, kind, n, hits in (("en", "0", 10, 10), ("en", "1", 10, 10), ("zh", "0", 10, 10), ("zh", "1", 10, 4),
                                 ("zh", "translate", 10, 10)):
         rows += [{"lang": lang, "kind": kind, "correct": i < hits} for i in range(n)]
-    scores = C.scores_by_lang(rows, ["zh"], n_continents=4)
-    table = C.lang_table(rows, scores)
+    scores = scores_by_lang(rows, ["zh"], n_continents=4)
+    table = lang_table(rows, scores)
     assert table["zh"]["xrr"] == pytest.approx(0.4) and table["zh"]["gate_passed"] is True
     assert math.isclose(table["zh"]["xrr_corrected"], (0.4 - 0.25) / 0.75)
     report = {"x": "zh", "gate_scorer": "mc", "root": "R", "n_continents": 4, "chance": 0.25, "threshold": 0.9,
               "results": {"mc": {"langs": table, "scores": {"zh": scores["zh"].to_dict()}}},
               "tokenization": {"zh": {"names": 20, "tokens_per_name": 3.5, "single_token": 0.1,
                                       "first_token_shared_with_en": 0.0}}}
-    md = C.markdown(report)
+    md = markdown(report)
     assert "| XRR = acc(zh type 1) / acc(en type 1) | 0.400 | 0.250 |" in md
     assert "| chance-corrected XRR | 0.200 |" in md and "**passed**" in md and "| zh | 20 | 3.50 |" in md
 
@@ -190,20 +215,17 @@ def test_markdown_states_xrr_next_to_chance():
 # --- the training probe ----------------------------------------------------------------------
 
 def test_probe_generates_its_world_once_and_reports_the_callback_shape(tmp_path, tiny):
-    from train.fictional_eval import FictionalProbe
-
     world = {"seed": 1, "continents": 3, "cities_per_continent": 2}
-    probe = FictionalProbe(world=world, trained_lang="zh", limit=4, seed=0, cache_dir=str(tmp_path))
+    probe = FictionalTask(world=world, lang="zh", scorers=["mc"], limit=4, seed=0, cache_dir=str(tmp_path))
     assert probe.langs == ["en", "zh"] and probe.defects == []
-    assert FictionalProbe(world=world, trained_lang="zh", cache_dir=str(tmp_path)).root == probe.root
-    assert FictionalProbe(world={**world, "seed": 2}, trained_lang="zh", cache_dir=str(tmp_path)).root != probe.root
-    out = probe.evaluate(*tiny, 0, 1, None)
-    assert out["scorer"] == "mc" and "co_matrix" not in out["dataset"]
-    langs = out["dataset"]["langs"]
+    assert FictionalTask(world=world, lang="zh", cache_dir=str(tmp_path)).root == probe.root
+    assert FictionalTask(world={**world, "seed": 2}, lang="zh", cache_dir=str(tmp_path)).root != probe.root
+    dataset, s = probe.stream(run_tasks(*tiny, [probe])["fictional"].metrics)
+    assert dataset["scorer"] == "mc" and "co_matrix" not in dataset
+    langs = dataset["langs"]
     assert set(langs) == {"en", "zh"} and langs["en"]["n"] == 4 and langs["en"]["acc_type0"] is not None
     for key in ("acc", "acc_type0", "acc_type1", "xrr", "n"):
         assert key in langs["zh"]
-    s = out["summary"]
     assert s["gate_passed"] in (0.0, 1.0) and s["chance"] == pytest.approx(1 / 3)
     assert all(v is None or isinstance(v, float) for v in s.values())
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from clika.datasets import load_items, load_parallel, register_jsonl_dataset, subset_indices
+from clika.datasets import load_items, load_parallel, jsonl_dataset, subset_indices
 from clika.errors import ClikaError
 from clika.languages import LANGS
 
@@ -85,8 +85,7 @@ def test_generic_jsonl_dataset(tmp_path):
     for lang in ("en", "de"):
         (tmp_path / f"{lang}.jsonl").write_text(
             json.dumps({"id": "q1", "question": "2+2?", "options": ["3", "4", "5"], "label": "B"}) + "\n", encoding="utf-8")
-    register_jsonl_dataset("mine", tmp_path)
-    items = load_parallel(tmp_path, "mine", ["en", "de"])
+    items = load_parallel(tmp_path, "mine", ["en", "de"], {"mine": jsonl_dataset("mine", tmp_path)})
     assert items["de"][0].label == 1 and items["de"][0].letters == "ABC"
 
 

@@ -8,11 +8,15 @@ from pathlib import Path
 import pytest
 
 from clika.errors import ClikaError
-from clika.fictional import (ANSWERS, LANG_NAMES, QUESTIONS, TRANSLATE, Pred, fictional_root,
-                             answer_correct, check_release, fictional_scores, load_fictional,
-                             load_fictional_train, load_translate, make_world,
-                             name_tokenization_report, render_corpus, render_sft, validate_release,
-                             write_official_layout)
+from clika.fictional.layout import (fictional_root, load_fictional, load_fictional_train, load_translate,
+                                    write_official_layout)
+from clika.fictional.metrics import Pred, fictional_scores
+from clika.fictional.records import render_corpus, render_sft
+from clika.fictional.release import check_release, validate_release
+from clika.fictional.texts import ANSWERS, LANG_NAMES, QUESTIONS, TRANSLATE
+from clika.fictional.tokenization import name_tokenization_report
+from clika.fictional.world import make_world
+from clika.judges import name_in as answer_correct
 from clika.languages import LANGS, NON_EN
 
 OFFICIAL = Path(os.environ.get("CLIKA_DATA", "/work/shared/clika-data")) / "fictional"

@@ -4,7 +4,8 @@ import torch
 from clika.datasets import REGISTRY, load_parallel
 from clika.errors import ClikaError
 from clika.prompts import render
-from clika.scoring import ClozeScorer, GenerateScorer, LetterScorer, Request, first_char_letter, make_scorer
+from clika.judges import first_char_letter
+from clika.scoring import ClozeScorer, GenerateScorer, LetterScorer, Request, make_scorer
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +88,14 @@ class _Captured(Exception):
 @pytest.mark.parametrize("scorer", ["letter", "cloze"])
 def test_log_probs_do_not_depend_on_the_number_of_ranks(tiny, data_root, scorer):
     """Each rank scores its padded shard; gathered and unsharded, per-item log-probs equal one rank's."""
-    from clika.suite import Suite, build_requests, load_suite_items, score_suite
+    from clika.suite import Suite, load_suite_items, suite_tasks
+    from clika.task import score_sets
 
     model, tok = tiny
     suite = Suite.from_dict({"data_root": str(data_root), "datasets": ["x_copa", "x_csqa"], "langs": ["en", "ja"],
                              "limit": 7, "scorer": scorer, "batch_size": 4})
-    requests = build_requests(load_suite_items(suite), suite, tok)
-    one = score_suite(model, tok, suite, requests)
+    sets = [s for t in suite_tasks(suite, load_suite_items(suite)) for s in t.request_sets(tok)]
+    one = score_sets(model, tok, sets)
     for world in (2, 3):
         parts = []
         for rank in range(world):  # what each rank computes before the collective
@@ -101,8 +103,8 @@ def test_log_probs_do_not_depend_on_the_number_of_ranks(tiny, data_root, scorer)
                 parts.append(local)
                 raise _Captured
             with pytest.raises(_Captured):
-                score_suite(model, tok, suite, requests, rank, world, grab)
-        gathered = score_suite(model, tok, suite, requests, 0, world, lambda local: parts)
+                score_sets(model, tok, sets, rank, world, grab)
+        gathered = score_sets(model, tok, sets, 0, world, lambda local: parts)
         for key, results in one.items():
             assert [r.uid for r in gathered[key]] == [r.uid for r in results]
             for a, b in zip(results, gathered[key]):

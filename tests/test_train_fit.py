@@ -12,7 +12,7 @@ from train.run import train
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 QUICK = ["trainer.max_steps=2", "trainer.val_check_interval=2", "export.enabled=false",
-         "callbacks.clika.fictional.limit=4"]  # the alignment probe stays on, on a small subset
+         "fictional.limit=4"]  # the alignment probe stays on, on a small subset
 
 
 def test_all_paper_presets_exist():

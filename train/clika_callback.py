@@ -8,7 +8,6 @@ logger metrics, `alignment.csv`, `alignment_curves.png` and W&B table / chart / 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -16,9 +15,14 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+import wandb
+from lightning.pytorch.loggers import WandbLogger
 
-from clika.curves import append_rows, metrics_to_rows, plot_curves, read_rows, truncate_after
-from clika.suite import Suite, load_suite_items, run_suite
+from clika.curves import COLUMNS, append_rows, typed, metrics_to_rows, plot_curves, read_rows, truncate_after
+from clika.fictional.task import FictionalTask
+from clika.report import plot_co_heatmap
+from clika.suite import Suite, load_suite_items, suite_metrics, suite_tasks
+from clika.task import run_tasks
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,8 @@ class ClikaEvalCallback(pl.Callback):
                  on_checkpoint: bool = True, on_end: bool = True, fictional: dict | None = None,
                  limit: int | None = None, langs: list[str] | None = None, bootstrap: int | None = 0):
         """`suite` is the `clika` config (eval suite); `limit` / `langs` / `bootstrap` override it for cheap
-        curves (bootstrap 0: no confidence interval, which was an eighth of an evaluation's cost)."""
+        curves (bootstrap 0: no confidence interval, which was an eighth of an evaluation's cost).
+        `fictional` is a `conf/fictional` config (the probe of the Fictional stream), or None."""
         self.suite_cfg = dict(suite or {})
         if bootstrap is not None:
             self.suite_cfg["bootstrap"] = bootstrap
@@ -48,8 +53,9 @@ class ClikaEvalCallback(pl.Callback):
         self.evaluated: list[int] = []
         self.seconds = 0.0
         self._suite: Suite | None = None
-        self._items: dict | None = None
-        self._fictional = None
+        self._tasks: list = []
+        self._fictional: FictionalTask | None = None
+        self.rows: list[dict] = []  # rank 0: every alignment.csv row of this run (W&B tables are built from it)
         self._defined = False
         self._plotter: threading.Thread | None = None
         self.last_logged: dict[str, float] = {}  # rank 0: the metrics of the latest evaluation (optimized_metric)
@@ -64,14 +70,12 @@ class ClikaEvalCallback(pl.Callback):
         return self.output_dir / "alignment_curves.png"
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        os.environ["CLIKA_PROGRESS"] = "0"  # scorer progress bars would interleave with the trainer's
         if self._suite is None and self.suite_cfg.get("data_root") and self.suite_cfg.get("datasets"):
             self._suite = Suite.from_dict(self.suite_cfg)
-            self._items = load_suite_items(self._suite)  # fail fast on bad data, before training
+            # items are read now: bad data fails before training
+            self._tasks = suite_tasks(self._suite, load_suite_items(self._suite))
         if self._fictional is None and self.fictional_cfg:
-            from train.fictional_eval import FictionalProbe
-
-            self._fictional = FictionalProbe(**self.fictional_cfg)
+            self._fictional = FictionalTask(**self.fictional_cfg)
 
     def state_dict(self) -> dict[str, Any]:
         return {"evaluated": list(self.evaluated), "seconds": self.seconds}
@@ -87,6 +91,7 @@ class ClikaEvalCallback(pl.Callback):
             dropped = truncate_after(self.csv_path, step)
             if dropped:
                 log.info("alignment.csv: dropped %d rows after resumed step %d", dropped, step)
+            self.rows = typed(read_rows(self.csv_path))
         self.evaluated = [s for s in self.evaluated if s <= step]
         if self.on_start and step not in self.evaluated:
             self.evaluate(trainer, pl_module)
@@ -138,18 +143,20 @@ class ClikaEvalCallback(pl.Callback):
         gather = _gather if world > 1 else None
         was_training = model.training
         model.eval()
-        metrics: dict = {"datasets": {}, "summary": {"streams": {}}, "scorer": None}
+        tasks = [*self._tasks, *([self._fictional] if self._fictional is not None else [])]
         try:
             with torch.no_grad():
-                if self._suite is not None:
-                    metrics, _ = run_suite(model, tokenizer, self._suite, rank, world, gather, items=self._items)
-                if self._fictional is not None:
-                    fict = self._fictional.evaluate(model, tokenizer, rank, world, gather)
-                    metrics["datasets"]["fictional"] = fict["dataset"]
-                    metrics["summary"]["streams"]["fictional"] = fict["summary"]
-                    metrics["scorer"] = metrics["scorer"] or fict["scorer"]
+                outs = run_tasks(model, tokenizer, tasks, rank, world, gather)
         finally:
             model.train(was_training)
+        metrics: dict = {"datasets": {}, "summary": {"streams": {}}, "scorer": None}
+        if self._suite is not None:
+            metrics = suite_metrics(self._suite, {t.name: outs[t.name].metrics for t in self._tasks})
+        if self._fictional is not None:
+            dataset, stream = self._fictional.stream(outs[self._fictional.name].metrics)
+            metrics["datasets"]["fictional"] = dataset
+            metrics["summary"]["streams"]["fictional"] = stream
+            metrics["scorer"] = metrics["scorer"] or dataset["scorer"]
         step = trainer.global_step
         self.evaluated.append(step)
         self.seconds += time.perf_counter() - started
@@ -163,6 +170,7 @@ class ClikaEvalCallback(pl.Callback):
         if rows:
             self.wait_for_plot()  # the drawing of the previous evaluation reads the CSV
             append_rows(self.csv_path, rows)
+            self.rows += rows
             self._redraw()
         flat: dict[str, float] = {"tokens_seen": float(tokens), "clika/eval_seconds": self.seconds}
         for r in rows:
@@ -179,36 +187,28 @@ class ClikaEvalCallback(pl.Callback):
         self._wandb_extras(trainer, metrics, step)
 
     def _wandb_extras(self, trainer, metrics: dict, step: int) -> None:
-        from lightning.pytorch.loggers import WandbLogger
-
         for logger in trainer.loggers:
             if not isinstance(logger, WandbLogger):
                 continue
             try:
-                import wandb
-
                 exp = logger.experiment
                 if not self._defined:
                     exp.define_metric("tokens_seen")
                     exp.define_metric("clika/*", step_metric="tokens_seen")
                     self._defined = True
-                all_rows = read_rows(self.csv_path)
+                all_rows = self.rows
                 payload: dict[str, Any] = {"trainer/global_step": step}
-                from clika.curves import COLUMNS
-
                 payload["clika/table"] = wandb.Table(columns=COLUMNS, data=[[r.get(c) for c in COLUMNS] for r in all_rows])
                 for ds in sorted({r["dataset"] for r in all_rows}):
                     langs = [l for l in dict.fromkeys(r["lang"] for r in all_rows if r["dataset"] == ds)]
                     steps = sorted({int(r["step"]) for r in all_rows if r["dataset"] == ds})
                     ys = [[float(next((r["acc"] for r in all_rows if r["dataset"] == ds and r["lang"] == l
-                                       and int(r["step"]) == s and r["acc"] != ""), "nan")) for s in steps]
+                                       and int(r["step"]) == s and r["acc"] is not None), "nan")) for s in steps]
                           for l in langs]
                     payload[f"clika/curves/{ds}"] = wandb.plot.line_series(
                         xs=steps, ys=ys, keys=langs, title=f"{ds} accuracy per language", xname="step")
                 mc = {k: v for k, v in metrics.get("datasets", {}).items() if "co_matrix" in v}
                 if mc:
-                    from clika.report import plot_co_heatmap
-
                     self.wait_for_plot()  # one matplotlib drawing at a time (its font cache is shared)
                     png = plot_co_heatmap({"datasets": mc}, self.output_dir / "co_heatmap.png")
                     payload["clika/co_heatmap"] = wandb.Image(str(png))

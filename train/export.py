@@ -6,14 +6,12 @@ consolidated to fp32 on the CPU), so `eval.py` only ever sees HF folders.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from clika.atomic import atomic_dir
 from clika.errors import ClikaError
 from clika.models import ModelSpec, load_model
 from train.module import apply_method
@@ -34,16 +32,8 @@ def load_trained_state(ckpt_path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _save_atomic(out: Path, save) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    tmp.chmod(0o755)  # mkdtemp is private; exports are meant to be shared
-    try:
+    with atomic_dir(out, replace=True) as tmp:
         save(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

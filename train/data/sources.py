@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from clika.errors import ClikaError
+from clika.fictional.generated import corpus_file, world_key
 
 FORMATS = ("jsonl", "text", "parquet", "hf", "embedded")
 SCHEMAS = ("pt", "sft")
@@ -39,7 +40,7 @@ class SourceSpec:
     streaming: bool = False  # HF only: iterate without downloading the whole dataset (use with `limit`)
     columns: dict[str, str] = field(default_factory=dict)  # canonical field -> column in the data
     limit: int | None = None  # keep the first N records
-    seed: int = 0  # embedded only: fictional world seed
+    world: dict[str, Any] = field(default_factory=dict)  # embedded only: fictional world (clika.fictional.generated)
 
     def __post_init__(self):
         where = f"data.mix.sources.{self.name}"
@@ -55,6 +56,8 @@ class SourceSpec:
         """Stable id of what this source yields (local files include size + mtime, so edits re-tokenize)."""
         d = asdict(self)
         d.pop("name")
+        if self.format == "embedded":  # the generator's version and the world's parameters
+            d["world"] = world_key(self.world)
         if self.format in ("jsonl", "text", "parquet"):
             d["files"] = [(f, Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in self.files()]
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -69,10 +72,8 @@ class SourceSpec:
 
 def _raw_rows(spec: SourceSpec, cache_dir: Path) -> Iterator[dict[str, Any]]:
     if spec.format == "embedded":
-        from train.data.embedded import embedded_file
-
         spec = SourceSpec(**{**asdict(spec), "format": "jsonl",
-                             "path": str(embedded_file(spec.path, spec.lang, cache_dir, seed=spec.seed))})
+                             "path": str(corpus_file(spec.path, spec.lang, spec.world, cache_dir))})
     if spec.format == "jsonl":
         from clika.jsonl import read_jsonl
 

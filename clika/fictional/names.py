@@ -22,6 +22,7 @@ generator rejects such names, so this module only has to be deterministic, not i
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 
 Syllable = tuple[str, str, str]  # (onset, vowel, coda); coda only on a word's last syllable
@@ -104,6 +105,11 @@ _HE_MEDIAL = {"a": "", "e": "", "i": "י", "o": "ו", "u": "ו", "ia": "יה"}
 _HE_FINAL_VOWEL = {"a": "ה", "e": "ה", "i": "י", "o": "ו", "u": "ו", "ia": "יה"}
 _HE_INITIAL = {"a": "א", "e": "א", "i": "אי", "o": "או", "u": "או"}
 _HE_FINAL_FORMS = {"מ": "ם", "נ": "ן", "כ": "ך", "צ": "ץ"}
+
+
+def normalize(name: str) -> str:
+    """NFC + casefold: names are compared (clashes, "the answer contains the name") in this form."""
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 def _is_last(name: Name, i: int) -> bool:
