@@ -45,8 +45,9 @@ def test_editing_a_name_table_rebuilds_the_probe_and_the_training_corpus(tmp_pat
         shutil.copytree(ROOT / "clika", dst / "clika", ignore=shutil.ignore_patterns("__pycache__"))
     names = edited / "clika" / "fictional" / "names.py"
     text = names.read_text(encoding="utf-8")
-    assert 'ENDING = "ia"' in text
-    names.write_text(text.replace('ENDING = "ia"', 'ENDING = "ea"'), encoding="utf-8")  # Tavoria -> Tavorea
+    old = 'CONTINENT_ONSETS = ("d", "l", "m", "n", "r", "s", "t", "v")'
+    assert old in text
+    names.write_text(text.replace(old, 'CONTINENT_ONSETS = ("v", "t", "s", "r", "n", "m", "l", "d")'), encoding="utf-8")
 
     cache = tmp_path / "cache"
     a, b = _caches(original, cache), _caches(edited, cache)
