@@ -24,22 +24,6 @@ class StepCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, candidates)
 
 
-class StopAfterSteps(pl.Callback):
-    """Stop this fit after `steps` optimizer steps (time-boxed jobs, preemption drills); the final-step
-    checkpoint is still written, and `resume` continues exactly there."""
-
-    def __init__(self, steps: int):
-        self.steps = steps
-        self._start: int | None = None
-
-    def on_train_start(self, trainer: "pl.Trainer", pl_module) -> None:
-        self._start = trainer.global_step
-
-    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step - (self._start or 0) >= self.steps:
-            trainer.should_stop = True
-
-
 class MixtureLogger(pl.Callback):
     """Logs the configured and realised token share per language and the packing efficiency once."""
 

@@ -19,7 +19,7 @@ import torch
 
 from clika.errors import ClikaError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 

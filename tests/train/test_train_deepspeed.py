@@ -16,7 +16,7 @@ import torch
 from clika.models import ModelSpec, load_model
 from train.run import train
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FAST = ["trainer.max_steps=3", "trainer.limit_val_batches=1", "trainer.val_check_interval=3"]
 
 
@@ -45,7 +45,7 @@ def test_zero2_resume_continues_at_the_same_step(train_cfg, tmp_path):
     common = ["experiment=mixed_pretrain_zh", "strategy=deepspeed_zero2", "data.block_size=32",
               "trainer.max_steps=6", "trainer.limit_val_batches=0", "export.enabled=false"]
     whole = train(train_cfg(*common, run_dir=tmp_path / "a"))
-    train(train_cfg(*common, "+callbacks.stop._target_=train.callbacks.StopAfterSteps", "+callbacks.stop.steps=3",
+    train(train_cfg(*common, "+callbacks.stop._target_=stop_after_steps.StopAfterSteps", "+callbacks.stop.steps=3",
                     run_dir=tmp_path / "b"))
     resumed = train(train_cfg(*common, "resume=auto", run_dir=tmp_path / "b"))
     assert resumed["resumed_from"] and resumed["global_step"] == 6

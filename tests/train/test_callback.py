@@ -11,7 +11,7 @@ import pytest
 
 from train.run import train
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SUITE = ["clika.datasets=[x_copa,x_geo]", "callbacks.clika.langs=[en,zh]", "callbacks.clika.limit=6",
          "fictional.limit=4"]
 KEYS = ("acc", "ra", "en_co", "acc_type0", "acc_type1", "xrr")

@@ -9,7 +9,7 @@ import torch
 from clika.models import ModelSpec, load_model
 from train.run import train
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 QUICK = ["trainer.max_steps=2", "trainer.val_check_interval=2", "export.enabled=false",
          "fictional.limit=4"]  # the alignment probe stays on, on a small subset
@@ -73,7 +73,7 @@ def test_resume_continues_the_same_loss_curve(train_cfg, tmp_path):
     common = ["experiment=mixed_pretrain_zh", "method=lora", "data.block_size=32", "trainer.max_steps=16",
               "trainer.limit_val_batches=0", "export.enabled=false"]
     full = train(train_cfg(*common, run_dir=tmp_path / "a"))
-    first = train(train_cfg(*common, "+callbacks.stop._target_=train.callbacks.StopAfterSteps",
+    first = train(train_cfg(*common, "+callbacks.stop._target_=stop_after_steps.StopAfterSteps",
                             "+callbacks.stop.steps=5", run_dir=tmp_path / "b"))
     assert first["global_step"] == 5
     steps_per_epoch = first["data"]["train_items"] // 8

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from clika.errors import ClikaError
 from train import launch_checks as lc
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 TINY = ["debug=fast", "logger=csv", "threads=1", "trainer.accelerator=cpu", "trainer.max_steps=2",
         "trainer.limit_val_batches=1", "trainer.val_check_interval=2", "export.enabled=false",

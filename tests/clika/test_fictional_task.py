@@ -1,4 +1,4 @@
-"""Conductivity scoring on a real tiny model: prompts as trained, MC = highest log-likelihood,
+"""The fictional stream as a task on a real tiny model: prompts as trained, MC = highest log-likelihood,
 shard/unshard equivalence, the training probe. Gate / XRR on hand-made predictions: test_fictional.py."""
 
 import math
@@ -228,69 +228,3 @@ def test_probe_generates_its_world_once_and_reports_the_callback_shape(tmp_path,
         assert key in langs["zh"]
     assert s["gate_passed"] in (0.0, 1.0) and s["chance"] == pytest.approx(1 / 3)
     assert all(v is None or isinstance(v, float) for v in s.values())
-
-
-# --- eval.py side tasks ----------------------------------------------------------------------
-
-def test_make_fictional_then_conductivity_tasks(tmp_path, capsys):
-    import json
-    from pathlib import Path
-
-    from omegaconf import OmegaConf
-
-    from eval.conductivity_tasks import conductivity, make_fictional
-
-    root = Path(__file__).resolve().parent.parent
-    fict = OmegaConf.load(root / "conf" / "fictional" / "default.yaml")
-    base = {"model": OmegaConf.load(root / "conf" / "model" / "tiny.yaml"), "fictional": fict, "threads": None,
-            "device": "cpu"}
-    cfg = OmegaConf.create({**base, "output_dir": str(tmp_path / "gen"), "seed": 5, "cities": 2, "continents": 3})
-    made = make_fictional(cfg)
-    assert made["defects"] == [] and made["world"]["continents"] == 3
-    assert (tmp_path / "gen" / "train" / "ZH.json").is_file() and (tmp_path / "gen" / "corpus" / "he.txt").is_file()
-    assert len((tmp_path / "gen" / "corpus" / "de.txt").read_text(encoding="utf-8").splitlines()) == 3
-    assert "release check: clean" in capsys.readouterr().out
-    cfg = OmegaConf.create({**base, "output_dir": str(tmp_path / "cond")})
-    cfg.fictional.root, cfg.fictional.lang, cfg.fictional.limit, cfg.fictional.scorers = str(tmp_path / "gen"), "ja", 4, ["mc"]
-    res = conductivity(cfg)
-    report = json.loads((tmp_path / "cond" / "conductivity.json").read_text(encoding="utf-8"))
-    assert report["x"] == "ja" and report["chance"] == pytest.approx(1 / 3) and report["gate_passed"] is False
-    assert set(report["results"]["mc"]["langs"]) == {"en", "ja"} and set(report["tokenization"]) == {"en", "ja"}
-    assert "chance 33.3%" in (tmp_path / "cond" / "conductivity.md").read_text(encoding="utf-8")
-    rows = (tmp_path / "cond" / "conductivity_predictions.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(rows) == 4 + 4 + 4 and res["report"]["xrr"] is None
-    cfg.fictional.lang = None
-    with pytest.raises(Exception, match="fictional.lang"):
-        conductivity(cfg)
-
-
-# --- the embedded conductivity experiment, end to end ---------------------------------------
-
-@pytest.mark.slow
-def test_fictional_conductivity_preset_reaches_the_gate(train_cfg):
-    """`python train.py experiment=fictional_conductivity lang=de` on the tiny model: the probe's gate
-    (Translate, en type 0/1, de type 0 all >= 0.9) passes, and only then an XRR is reported."""
-    import csv
-    from pathlib import Path
-
-    from train.run import train
-
-    out = train(train_cfg("experiment=fictional_conductivity", "lang=de", "trainer.max_steps=750",
-                          "export.enabled=false"))
-    run = Path(out["run_dir"])
-    rows = [r for r in csv.DictReader((run / "alignment.csv").open()) if r["dataset"] == "fictional"]
-    assert sorted({int(r["step"]) for r in rows}) == [0, 250, 500, 750]
-    first = {r["lang"]: r for r in rows if r["step"] == "0"}
-    last = {r["lang"]: r for r in rows if r["step"] == "750"}
-    assert first["de"]["xrr"] == ""  # gated at step 0: no conductivity number
-    assert float(last["en"]["acc_type0"]) >= 0.9 and float(last["en"]["acc_type1"]) >= 0.9
-    assert float(last["de"]["acc_type0"]) >= 0.9
-    assert float(last["de"]["xrr"]) > 0.5  # single-language names conduct well above chance (1/8)
-    logged = [r for f in run.glob("csv/version_*/metrics.csv") for r in csv.DictReader(f.open())
-              if r.get("clika/fictional/gate_passed")]
-    assert float(logged[-1]["clika/fictional/gate_passed"]) == 1.0
-    assert float(logged[-1]["clika/fictional/xrr"]) == pytest.approx(float(last["de"]["xrr"]))
-    from train.launch_checks import optimized_value  # what a sweeper gets from `python train.py -m ...`
-
-    cfg = train_cfg("experiment=fictional_conductivity", "lang=de")
-    assert optimized_value(cfg, out) == pytest.approx(float(last["de"]["xrr"]))

@@ -18,7 +18,7 @@ import pytest
 
 from clika.errors import ClikaError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 

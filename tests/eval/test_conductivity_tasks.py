@@ -1,0 +1,36 @@
+"""`eval.py task=make_fictional` and `task=conductivity` (the fictional stream's side tasks)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from eval.conductivity_tasks import conductivity, make_fictional
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_make_fictional_then_conductivity_tasks(tmp_path, capsys):
+    root = ROOT
+    fict = OmegaConf.load(root / "conf" / "fictional" / "default.yaml")
+    base = {"model": OmegaConf.load(root / "conf" / "model" / "tiny.yaml"), "fictional": fict, "threads": None,
+            "device": "cpu"}
+    cfg = OmegaConf.create({**base, "output_dir": str(tmp_path / "gen"), "seed": 5, "cities": 2, "continents": 3})
+    made = make_fictional(cfg)
+    assert made["defects"] == [] and made["world"]["continents"] == 3
+    assert (tmp_path / "gen" / "train" / "ZH.json").is_file() and (tmp_path / "gen" / "corpus" / "he.txt").is_file()
+    assert len((tmp_path / "gen" / "corpus" / "de.txt").read_text(encoding="utf-8").splitlines()) == 3
+    assert "release check: clean" in capsys.readouterr().out
+    cfg = OmegaConf.create({**base, "output_dir": str(tmp_path / "cond")})
+    cfg.fictional.root, cfg.fictional.lang, cfg.fictional.limit, cfg.fictional.scorers = str(tmp_path / "gen"), "ja", 4, ["mc"]
+    res = conductivity(cfg)
+    report = json.loads((tmp_path / "cond" / "conductivity.json").read_text(encoding="utf-8"))
+    assert report["x"] == "ja" and report["chance"] == pytest.approx(1 / 3) and report["gate_passed"] is False
+    assert set(report["results"]["mc"]["langs"]) == {"en", "ja"} and set(report["tokenization"]) == {"en", "ja"}
+    assert "chance 33.3%" in (tmp_path / "cond" / "conductivity.md").read_text(encoding="utf-8")
+    rows = (tmp_path / "cond" / "conductivity_predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 4 + 4 + 4 and res["report"]["xrr"] is None
+    cfg.fictional.lang = None
+    with pytest.raises(Exception, match="fictional.lang"):
+        conductivity(cfg)
