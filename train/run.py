@@ -207,9 +207,9 @@ def _one_line_per_log_record() -> None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training task described by the composed config (conf/train.yaml); returns a summary dict."""
-    from train.slurm_requeue import install_early_handlers
+    from train.slurm_signals import install_early_handlers
 
-    install_early_handlers()  # a SLURM requeue signal during start-up is recorded, not fatal
+    install_early_handlers()  # (again: submitit jobs do not run train.py's top) a requeue signal is recorded
     setup_env()
     validate(cfg)
     from train.launch_checks import validate_launch

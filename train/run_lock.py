@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def _me() -> dict[str, Any]:
-    from train.slurm_requeue import restart_count, slurm_job_id
+    from train.slurm_signals import restart_count, slurm_job_id
 
     return {"host": socket.gethostname(), "pid": os.getpid(), "job": slurm_job_id(), "restart": restart_count(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "nonce": uuid.uuid4().hex}

@@ -33,35 +33,10 @@ from typing import Any
 
 import lightning.pytorch as pl
 
+from train.slurm_signals import _STATE, install_early_handlers, requeue_signals, restart_count, slurm_job_id, \
+    under_submitit  # noqa: F401  (install_early_handlers re-exported)
+
 STATE_FILE = "slurm_requeue.json"
-_STATE: dict[str, Any] = {"signum": None, "at": None, "started": time.time(), "preemption": None}
-
-
-# ---------------------------------------------------------------- environment
-def slurm_job_id(env=None) -> str | None:
-    e = os.environ if env is None else env
-    if e.get("SLURM_ARRAY_JOB_ID") and e.get("SLURM_ARRAY_TASK_ID"):
-        return f"{e['SLURM_ARRAY_JOB_ID']}_{e['SLURM_ARRAY_TASK_ID']}"
-    return e.get("SLURM_JOB_ID")
-
-
-def restart_count(env=None) -> int:
-    e = os.environ if env is None else env
-    return int(e.get("SLURM_RESTART_COUNT") or 0)
-
-
-def under_submitit(env=None) -> bool:
-    return (os.environ if env is None else env).get("SUBMITIT_EXECUTOR") == "slurm"
-
-
-def requeue_signals() -> set[int]:
-    """SIGUSR1 (sbatch's `--signal=USR1@N`), plus submitit's signal (USR2 unless SUBMITIT_PREEMPT_SIGNAL)."""
-    sigs = {int(signal.SIGUSR1)}
-    if under_submitit():
-        from submitit.slurm.slurm import SlurmJobEnvironment
-
-        sigs.add(int(SlurmJobEnvironment._usr_sig()))
-    return sigs
 
 
 def cluster_plugins() -> list:
@@ -69,28 +44,6 @@ def cluster_plugins() -> list:
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
-
-
-# ---------------------------------------------------------------- signals before training
-def _record(signum, frame) -> None:
-    if _STATE["signum"] is None:
-        _STATE["signum"], _STATE["at"] = signum, time.time()
-    cb = _STATE["preemption"]
-    if cb is not None and cb.received is None:
-        cb.received = signum  # PreemptionCheckpoint checkpoints at the next batch end, then exits
-
-
-def install_early_handlers() -> None:
-    """In a SLURM job: record the requeue signals from now on (instead of dying, or submitit requeueing)."""
-    if slurm_job_id() is None or threading.current_thread() is not threading.main_thread():
-        return
-    _STATE["started"] = time.time()
-    for sig in requeue_signals():
-        signal.signal(sig, _record)
-    if under_submitit() and os.environ.get("SLURM_PROCID", "0") == "0":  # submitit appends every attempt to one log
-        print(f"== attempt {restart_count() + 1} of job {slurm_job_id()} ({os.environ.get('SLURM_JOB_NAME', '?')}, "
-              f"restart count {restart_count()}) on {os.environ.get('SLURM_JOB_NODELIST', '?')} at "
-              f"{time.strftime('%Y-%m-%d %H:%M:%S')} ==", flush=True)
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -160,8 +160,8 @@ def test_preemption_by_requeue_and_by_time_limit_resumes_once_each(slurm, refere
     out = tmp_path / "out"
     req_run, tl_run = tmp_path / "requeued", tmp_path / "time_limit"
     req = sbatch(slurm, out, req_run, *LONG, name="clika-requeue")
-    # time limit 1 min, SIGUSR1 58 s before it: slurmctld sends it 2-32 s after the start
-    tl = sbatch(slurm, out, tl_run, *LONG, opts=["--time=1", "--signal=USR1@58"], name="clika-timelimit")
+    # time limit 1 min, SIGUSR1 50 s before it: slurmctld checks limits every 30 s, so it comes 10-40 s in
+    tl = sbatch(slurm, out, tl_run, *LONG, opts=["--time=1", "--signal=USR1@50"], name="clika-timelimit")
 
     wait_file(req_run, 120, has_step_ckpt(req_run))
     subprocess.run(["scontrol", "requeue", req], env=_env(slurm), check=True, timeout=30)
@@ -298,7 +298,7 @@ def test_a_killed_rank_ends_the_job_and_a_resubmission_resumes(slurm, tmp_path):
 # ---------------------------------------------------------------- the README's Hydra SLURM sweep (b, d)
 def _results(sweep_root: Path) -> list:
     out = []
-    for p in sorted(sweep_root.glob("**/.submitit/*/*_result.pkl")):
+    for p in sorted(sweep_root.glob("**/.submitit/*/*_0_result.pkl")  # task 0 of each job):
         with open(p, "rb") as f:
             status, value = pickle.load(f)
         assert status == "success", value
