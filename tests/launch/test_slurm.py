@@ -298,7 +298,7 @@ def test_a_killed_rank_ends_the_job_and_a_resubmission_resumes(slurm, tmp_path):
 # ---------------------------------------------------------------- the README's Hydra SLURM sweep (b, d)
 def _results(sweep_root: Path) -> list:
     out = []
-    for p in sorted(sweep_root.glob("**/.submitit/*/*_0_result.pkl")  # task 0 of each job):
+    for p in sorted(sweep_root.glob("**/.submitit/*/*_0_result.pkl")):  # task 0 of each job
         with open(p, "rb") as f:
             status, value = pickle.load(f)
         assert status == "success", value
