@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 export PIP_CACHE_DIR ?= $(or $(TMPDIR),/tmp)/clika-cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: setup run test test-slow bench clean
+.PHONY: setup run test test-slow bench clean slurm
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -28,6 +28,12 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# A real SLURM on this machine (Debian's slurm-wlm + munge; root): launch/local_slurm.sh start|stop|status
+slurm:
+	@command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
+	  && command -v munged >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null; }
 
 bench: setup
 	$(PY) bench/run.py

@@ -5,6 +5,10 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep: shared CPUs stay usable
 
+from train.slurm_signals import install_early_handlers  # noqa: E402  (light: no torch / Lightning)
+
+install_early_handlers()  # in a SLURM job, a requeue signal during start-up is recorded instead of killing it
+
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 

@@ -9,7 +9,8 @@
 # The #SBATCH lines are defaults; sbatch's command-line options override them. trainer.devices and
 # trainer.num_nodes are taken from the allocation (SLURM_NTASKS_PER_NODE, SLURM_JOB_NUM_NODES), so they
 # always agree. All ranks share one run dir (by job id; kept across requeues) and resume=auto continues a
-# requeued job from its last checkpoint. CLIKA_DRY_RUN=1 prints the srun line instead of running it.
+# requeued job from its last checkpoint (SIGUSR1: checkpoint, then CLiKA requeues once; train/slurm_requeue.py).
+# Every attempt appends to the output file under an "== attempt N" header. CLIKA_DRY_RUN=1 prints the srun line.
 #SBATCH --job-name=clika
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=8
@@ -20,6 +21,7 @@
 #SBATCH --signal=SIGUSR1@120
 #SBATCH --requeue
 #SBATCH --output=outputs/slurm/%x-%j.out
+#SBATCH --open-mode=append
 set -euo pipefail
 
 ROOT=${CLIKA_ROOT:-${SLURM_SUBMIT_DIR:-$(pwd)}}
@@ -41,4 +43,7 @@ if [[ -n "${CLIKA_DRY_RUN:-}" ]]; then
   exit 0
 fi
 mkdir -p "$CLIKA_RUN_DIR"
+# every attempt appends to the same output file (--open-mode=append): say which attempt this is
+echo "== attempt $(( ${SLURM_RESTART_COUNT:-0} + 1 )) of job $JOB (${SLURM_JOB_NAME:-clika}, restart count" \
+     "${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-?} at $(date '+%F %T'), run dir $CLIKA_RUN_DIR =="
 exec "${CMD[@]}"

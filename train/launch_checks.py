@@ -273,6 +273,7 @@ def check_sweep(cfg: DictConfig) -> None:
 def validate_launch(cfg: DictConfig, hydra_cfg: Any = None, env: Mapping[str, str] | None = None) -> None:
     """All launch checks; `hydra_cfg` defaults to cfg.hydra or the running Hydra job's config."""
     e = _env(env)
+    register_resolvers()  # a submitit job unpickles the config without train.py's registration
     h = hydra_cfg if hydra_cfg is not None else _hydra_node(cfg)
     check_cluster(cfg, h, e)
     check_strategy(cfg, e)
@@ -324,4 +325,11 @@ class LaunchChecks(_HydraCallback):
         self._check(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from copy import deepcopy
+
+        from hydra.core.hydra_config import HydraConfig
+
+        # Hydra instantiates the launcher before any job sets HydraConfig: the default sweep dir (paths.log_dir
+        # -> ${hydra:runtime.cwd}) in submitit_folder needs it resolvable then (a copy: set_config freezes it)
+        HydraConfig.instance().set_config(deepcopy(config))
         self._check(config)

@@ -443,6 +443,11 @@ class ResilientWandbLogger(_WandbLogger):
             self.fell_back_offline = True
             return super().experiment
 
+    def log_metrics(self, metrics, step=None):  # a W&B service killed by SLURM's SIGTERM must not crash the job
+        from train.wandb_lifecycle import guarded
+
+        return guarded(self, super().log_metrics, metrics, step)
+
 
 # ================================================================ input checks
 def check_lora_targets(model, target_modules: Any, key: str = "method.target_modules") -> None:

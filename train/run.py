@@ -207,11 +207,18 @@ def _one_line_per_log_record() -> None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training task described by the composed config (conf/train.yaml); returns a summary dict."""
+    from train.slurm_signals import install_early_handlers
+
+    install_early_handlers()  # (again: submitit jobs do not run train.py's top) a requeue signal is recorded
     setup_env()
     validate(cfg)
     from train.launch_checks import validate_launch
 
     validate_launch(cfg)
+    if cfg.task == "fit" and _rank() == 0:
+        from train.run_lock import acquire
+
+        acquire(Path(cfg.paths.output_dir).resolve())  # one live run per run dir
     import lightning.pytorch as pl
     from transformers.utils import logging as hf_logging
 
@@ -267,7 +274,9 @@ def _fit(cfg: DictConfig, spec: ModelSpec, method: dict, dm, run_dir: Path) -> d
     trainer_kwargs = _container(cfg.trainer)
     strategy = build_strategy(_container(cfg.strategy), trainer_kwargs, int(cfg.data.batch_size),
                               lora=method["name"] == "lora")
-    trainer = pl.Trainer(**trainer_kwargs, strategy=strategy, default_root_dir=str(run_dir),
+    from train.slurm_requeue import cluster_plugins
+
+    trainer = pl.Trainer(**trainer_kwargs, strategy=strategy, default_root_dir=str(run_dir), plugins=cluster_plugins(),
                          logger=build_loggers(cfg, run_dir, ckpt_path) or False,
                          callbacks=build_callbacks(cfg), use_distributed_sampler=False)
     if trainer.is_global_zero and _rank() == 0:
@@ -313,8 +322,10 @@ def _finish_wandb(trainer) -> str | None:
 
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
+            from train.wandb_lifecycle import guarded
+
             run_dir = str(Path(logger.experiment.dir).parent)
-            logger.experiment.finish()
+            guarded(logger, logger.experiment.finish)
             return run_dir
     return None
 

@@ -37,6 +37,7 @@ def test_slurm_launcher_config_renders_one_task_per_device():
                   "hydra.launcher.partition=gpu", "hydra.launcher.account=proj", "hydra.launcher.mem_gb=200",
                   "--cfg", "all")
     assert r.returncode == 0, r.stderr[-2000:]
+    lc.register_resolvers()  # gpus_per_node: ${clika_gpus_per_node:...} (none for CPU runs)
     cfg = OmegaConf.create(r.stdout)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
