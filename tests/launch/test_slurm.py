@@ -26,7 +26,7 @@ LOCAL_SLURM = ROOT / "launch" / "local_slurm.sh"
 # small, CPU, one thread; CLiKA evaluations at start, checkpoints and end (limits small)
 JOB = ["threads=1", "trainer.accelerator=cpu", "export.enabled=false", "print_config=false",
        "trainer.enable_progress_bar=false", "trainer.limit_val_batches=1", "callbacks.clika.limit=4",
-       "callbacks.clika.fictional.limit=4"]
+       "fictional.limit=4"]
 # long enough that the time-limit signal (up to ~30 s late: slurmctld checks limits every 30 s) lands mid-run
 LONG = ["trainer.max_steps=60", "trainer.val_check_interval=20", "callbacks.model_checkpoint.every_n_train_steps=20",
         "data.batch_size=8", "data.block_size=128"]
