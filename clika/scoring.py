@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import os
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
@@ -50,11 +49,11 @@ class Scorer(Protocol):
     def score(self, model, tokenizer, requests: Sequence[Request]) -> list[Result]: ...
 
 
-def _progress(total: int, desc: str):
+def _progress(total: int, desc: str, enabled: bool = True):
+    """A progress bar for long calls only (`enabled=False`: none, e.g. inside a training loop's own bar)."""
     from tqdm.auto import tqdm
 
-    disable = total < 200 or os.environ.get("CLIKA_PROGRESS", "1") == "0"
-    return tqdm(total=total, desc=desc, disable=disable, leave=False)
+    return tqdm(total=total, desc=desc, disable=not enabled or total < 200, leave=False)
 
 
 def _encode(tokenizer, text: str) -> list[int]:
@@ -188,6 +187,7 @@ class LetterScorer:
     delimiter: str = ""
     reuse_prefix: bool = True
     name: str = "letter"
+    progress: bool = True  # a progress bar on long calls
 
     def letter_ids(self, tokenizer, req: Request, ctx_ids: list[int]) -> list[int]:
         ids = []
@@ -218,7 +218,7 @@ class LetterScorer:
         order = sorted(range(len(requests)), key=lambda i: -len(enc[i]))
         results: list[Result | None] = [None] * len(requests)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        bar = _progress(len(requests), "letter")
+        bar = _progress(len(requests), "letter", self.progress)
         for batch in _batches(order, self.batch_size):
             logp, lens = runner.logits([enc[i][p:] for i in batch], pad, last_only=True)
             for row, i in enumerate(batch):
@@ -243,6 +243,7 @@ class ClozeScorer:
     reuse_prefix: bool = True
     name: str = "cloze"
     reuse_context: bool = True  # run each item's context once for all its options (needs reuse_prefix)
+    progress: bool = True  # a progress bar on long calls
 
     def score(self, model, tokenizer, requests: Sequence[Request]) -> list[Result]:
         if not requests:
@@ -270,7 +271,7 @@ class ClozeScorer:
         """Every (context, option) sequence on its own row, longest first."""
         seqs = [enc[i][p:] + ids for i, _, ids, _ in rows]
         order = sorted(range(len(rows)), key=lambda k: -len(seqs[k]))
-        bar = _progress(len(rows), "cloze")
+        bar = _progress(len(rows), "cloze", self.progress)
         for batch in _batches(order, self.batch_size):
             logp, _ = runner.logits([seqs[k] for k in batch], pad)
             for row, k in enumerate(batch):
@@ -289,7 +290,7 @@ class ClozeScorer:
         by_item: dict[int, list] = {}
         for row in rows:
             by_item.setdefault(row[0], []).append(row)
-        bar = _progress(len(rows), "cloze")
+        bar = _progress(len(rows), "cloze", self.progress)
         for i, opts in by_item.items():
             child, first = runner.extend(enc[i][p:])  # >= 1 token: the shared prefix stops one short
             for batch in _batches(list(range(len(opts))), self.batch_size):
@@ -318,6 +319,7 @@ class GenerateScorer:
     batch_size: int = 8
     max_new_tokens: int = 8
     name: str = "generate"
+    progress: bool = True  # a progress bar on long calls
 
     def score(self, model, tokenizer, requests: Sequence[Request]) -> list[Result]:
         device = _device(model)
@@ -326,7 +328,7 @@ class GenerateScorer:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         out: list[Result] = []
         try:
-            bar = _progress(len(requests), "generate")
+            bar = _progress(len(requests), "generate", self.progress)
             for start in range(0, len(requests), self.batch_size):
                 chunk = requests[start: start + self.batch_size]
                 batch = tokenizer([r.context for r in chunk], return_tensors="pt", padding=True).to(device)
@@ -349,11 +351,11 @@ SCORERS = {"letter": LetterScorer, "cloze": ClozeScorer, "generate": GenerateSco
 
 
 def make_scorer(name: str, batch_size: int = 16, letter_delimiter: str = "", max_new_tokens: int = 8,
-                reuse_prefix: bool = True) -> Scorer:
+                reuse_prefix: bool = True, progress: bool = True) -> Scorer:
     if name == "letter":
-        return LetterScorer(batch_size, letter_delimiter, reuse_prefix)
+        return LetterScorer(batch_size, letter_delimiter, reuse_prefix, progress=progress)
     if name == "cloze":
-        return ClozeScorer(batch_size, " " if letter_delimiter == " " else "", reuse_prefix)
+        return ClozeScorer(batch_size, " " if letter_delimiter == " " else "", reuse_prefix, progress=progress)
     if name == "generate":
-        return GenerateScorer(batch_size, max_new_tokens)
+        return GenerateScorer(batch_size, max_new_tokens, progress=progress)
     raise ClikaError(f"unknown scorer '{name}'", fix=f"set clika.scorer to one of {sorted(SCORERS)}")

@@ -120,9 +120,10 @@ def _scorer_for(scorer, tokenizer, requests: Sequence[Request], world: int):
 
 
 def score_suite(model, tokenizer, suite: Suite, requests: dict[tuple[str, str], list[Request]],
-                rank: int = 0, world: int = 1,
-                gather: Callable[[object], list] | None = None) -> dict[tuple[str, str], list[Result]]:
-    scorer = make_scorer(suite.scorer, suite.batch_size, suite.letter_delimiter, suite.max_new_tokens)
+                rank: int = 0, world: int = 1, gather: Callable[[object], list] | None = None,
+                progress: bool = True) -> dict[tuple[str, str], list[Result]]:
+    scorer = make_scorer(suite.scorer, suite.batch_size, suite.letter_delimiter, suite.max_new_tokens,
+                         progress=progress)
     local = {key: _scorer_for(scorer, tokenizer, reqs, world).score(model, tokenizer, shard(reqs, rank, world))
              for key, reqs in requests.items()}
     if world <= 1:
@@ -145,10 +146,11 @@ def compute_metrics(results: dict[tuple[str, str], list[Result]], suite: Suite,
 
 
 def run_suite(model, tokenizer, suite: Suite, rank: int = 0, world: int = 1, gather=None,
-              items: dict | None = None) -> tuple[dict, dict]:
-    """Score the suite and return (metrics, per-item results); metrics are computed on every rank."""
+              items: dict | None = None, progress: bool = True) -> tuple[dict, dict]:
+    """Score the suite and return (metrics, per-item results); metrics are computed on every rank.
+    `progress=False`: no progress bars (inside a training loop)."""
     items = items if items is not None else load_suite_items(suite)
     requests = build_requests(items, suite, tokenizer)
-    results = score_suite(model, tokenizer, suite, requests, rank, world, gather)
+    results = score_suite(model, tokenizer, suite, requests, rank, world, gather, progress)
     n_options = {ds: len(next(iter(by_lang.values()))[0].options) for ds, by_lang in items.items()}
     return compute_metrics(results, suite, n_options), results

@@ -268,7 +268,7 @@ def test_fictional_conductivity_preset_reaches_the_gate(train_cfg):
               if r.get("clika/fictional/gate_passed")]
     assert float(logged[-1]["clika/fictional/gate_passed"]) == 1.0
     assert float(logged[-1]["clika/fictional/xrr"]) == pytest.approx(float(last["de"]["xrr"]))
-    from train.launch_checks import optimized_value  # what a sweeper gets from `python train.py -m ...`
+    from train.sweep import optimized_value  # what a sweeper gets from `python train.py -m ...`
 
     cfg = train_cfg("experiment=fictional_conductivity", "lang=de")
     assert optimized_value(cfg, out) == pytest.approx(float(last["de"]["xrr"]))

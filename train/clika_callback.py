@@ -8,7 +8,6 @@ logger metrics, `alignment.csv`, `alignment_curves.png` and W&B table / chart / 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -64,7 +63,6 @@ class ClikaEvalCallback(pl.Callback):
         return self.output_dir / "alignment_curves.png"
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        os.environ["CLIKA_PROGRESS"] = "0"  # scorer progress bars would interleave with the trainer's
         if self._suite is None and self.suite_cfg.get("data_root") and self.suite_cfg.get("datasets"):
             self._suite = Suite.from_dict(self.suite_cfg)
             self._items = load_suite_items(self._suite)  # fail fast on bad data, before training
@@ -142,7 +140,9 @@ class ClikaEvalCallback(pl.Callback):
         try:
             with torch.no_grad():
                 if self._suite is not None:
-                    metrics, _ = run_suite(model, tokenizer, self._suite, rank, world, gather, items=self._items)
+                    # progress=False: scorer bars would interleave with the trainer's
+                    metrics, _ = run_suite(model, tokenizer, self._suite, rank, world, gather, items=self._items,
+                                           progress=False)
                 if self._fictional is not None:
                     fict = self._fictional.evaluate(model, tokenizer, rank, world, gather)
                     metrics["datasets"]["fictional"] = fict["dataset"]
