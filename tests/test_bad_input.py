@@ -87,7 +87,7 @@ SOURCE_CASES = {
     "empty_jsonl": (b"", ["bad.jsonl", "file is empty"]),
     "truncated_jsonl": (GOOD * 3 + b'{"text": "cut he', ["bad.jsonl:4", "malformed JSON"]),
     "invalid_utf8": (GOOD + b'{"text": "\xff\xfe"}\n', ["bad.jsonl:2", "invalid UTF-8"]),
-    "missing_text_field": (GOOD + b'{"body": "x"}\n', ["data.mix.sources.mine", "record 1", "no text column 'text'"]),
+    "missing_text_field": (GOOD + b'{"body": "x"}\n', ["data.mix.sources.mine", "bad.jsonl:2", "no text column 'text'"]),
     "not_an_object": (GOOD + b'["text"]\n', ["bad.jsonl:2", "expected a JSON object"]),
 }
 
@@ -103,7 +103,7 @@ def test_bad_training_file(train_cfg, tmp_path, capsys, case):
 def test_sft_record_missing_output(train_cfg, tmp_path, capsys):
     rows = b'{"instruction": "a", "output": "b"}\n{"instruction": "only a question"}\n'
     cfg = train_cfg("experiment=instruct_en", *SMALL, *_source(tmp_path, rows, schema="sft"))
-    assert_one_line(_main_fails(cfg, capsys), "data.mix.sources.mine", "record 1", "columns.instruction")
+    assert_one_line(_main_fails(cfg, capsys), "data.mix.sources.mine", "bad.jsonl:2", "columns.instruction")
 
 
 CONFIG_CASES = {
