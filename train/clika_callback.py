@@ -15,9 +15,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.loggers import WandbLogger
 
-from clika.curves import append_rows, metrics_to_rows, plot_curves, read_rows, truncate_after
+from clika.curves import COLUMNS, append_rows, metrics_to_rows, plot_curves, read_rows, truncate_after
+from clika.report import plot_co_heatmap
 from clika.suite import Suite, load_suite_items, run_suite
+from train.fictional_eval import FictionalProbe
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +70,6 @@ class ClikaEvalCallback(pl.Callback):
             self._suite = Suite.from_dict(self.suite_cfg)
             self._items = load_suite_items(self._suite)  # fail fast on bad data, before training
         if self._fictional is None and self.fictional_cfg:
-            from train.fictional_eval import FictionalProbe
-
             self._fictional = FictionalProbe(**self.fictional_cfg)
 
     def state_dict(self) -> dict[str, Any]:
@@ -179,13 +180,11 @@ class ClikaEvalCallback(pl.Callback):
         self._wandb_extras(trainer, metrics, step)
 
     def _wandb_extras(self, trainer, metrics: dict, step: int) -> None:
-        from lightning.pytorch.loggers import WandbLogger
-
         for logger in trainer.loggers:
             if not isinstance(logger, WandbLogger):
                 continue
             try:
-                import wandb
+                import wandb  # deferred: 0.3 s of `python -X importtime` in every run that logs to CSV only
 
                 exp = logger.experiment
                 if not self._defined:
@@ -194,8 +193,6 @@ class ClikaEvalCallback(pl.Callback):
                     self._defined = True
                 all_rows = read_rows(self.csv_path)
                 payload: dict[str, Any] = {"trainer/global_step": step}
-                from clika.curves import COLUMNS
-
                 payload["clika/table"] = wandb.Table(columns=COLUMNS, data=[[r.get(c) for c in COLUMNS] for r in all_rows])
                 for ds in sorted({r["dataset"] for r in all_rows}):
                     langs = [l for l in dict.fromkeys(r["lang"] for r in all_rows if r["dataset"] == ds)]
@@ -207,8 +204,6 @@ class ClikaEvalCallback(pl.Callback):
                         xs=steps, ys=ys, keys=langs, title=f"{ds} accuracy per language", xname="step")
                 mc = {k: v for k, v in metrics.get("datasets", {}).items() if "co_matrix" in v}
                 if mc:
-                    from clika.report import plot_co_heatmap
-
                     self.wait_for_plot()  # one matplotlib drawing at a time (its font cache is shared)
                     png = plot_co_heatmap({"datasets": mc}, self.output_dir / "co_heatmap.png")
                     payload["clika/co_heatmap"] = wandb.Image(str(png))

@@ -11,22 +11,21 @@ import hashlib
 import inspect
 from pathlib import Path
 
+import clika.fictional as fictional
 from clika.errors import ClikaError
+from clika.fictional import make_world, render_corpus, render_sft
+from clika.jsonl import write_jsonl
 from clika.languages import LANGS
 
 KINDS = ("fictional_pt", "fictional_sft")
 
 
 def _generator_version() -> str:
-    import clika.fictional as fictional
-
     src = inspect.getsource(fictional)
     return hashlib.sha256(src.encode()).hexdigest()[:12]
 
 
 def _render(kind: str, lang: str, seed: int) -> list[dict]:
-    from clika.fictional import make_world, render_corpus, render_sft
-
     world = make_world(seed=seed)
     if kind == "fictional_pt":
         return [{"text": t} for t in render_corpus(world, lang)]
@@ -35,8 +34,6 @@ def _render(kind: str, lang: str, seed: int) -> list[dict]:
 
 def embedded_file(kind: str, lang: str, cache_dir: str | Path, seed: int = 0) -> Path:
     """Path of the cached JSONL for (kind, lang), generating it atomically on first use."""
-    from clika.jsonl import write_jsonl
-
     if kind not in KINDS:
         raise ClikaError(f"embedded source kind '{kind}' is unknown", fix=f"use one of {KINDS}")
     if lang not in LANGS:
