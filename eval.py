@@ -4,20 +4,22 @@ Side tasks: `task=dump_prompts output_dir=OUT`, `task=rescore results_dir=DIR ou
 `import eval` resolves to the package eval/ (a package directory wins over this same-named module).
 """
 
+import sys
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
-from clika.cli import friendly_errors
+from clika.checks import check_group_choices, friendly_errors
 from clika.env import setup_env
 from clika.launch_env import register_resolvers
+from eval.run import run
 
 register_resolvers()  # run-dir resolvers used by conf/hydra/default.yaml
 
 
 @friendly_errors
 def main(cfg: DictConfig):
-    from eval.run import run
-
     return run(cfg)
 
 
@@ -27,11 +29,6 @@ def hydra_main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
-    import sys
-    from pathlib import Path
-
-    from clika.cli import check_group_choices
-
     setup_env()
     friendly_errors(check_group_choices)(sys.argv[1:], Path(__file__).parent / "conf")
     hydra_main()

@@ -5,6 +5,9 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep: shared CPUs stay usable
 
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 from train.slurm_signals import install_early_handlers  # noqa: E402  (light: no torch / Lightning)
 
 install_early_handlers()  # in a SLURM job, a requeue signal during start-up is recorded instead of killing it
@@ -12,24 +15,21 @@ install_early_handlers()  # in a SLURM job, a requeue signal during start-up is 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-
-from train.launch_checks import register_resolvers  # noqa: E402  (the package train/, not this file)
+from clika.checks import check_group_choices, friendly_errors  # noqa: E402
+from clika.launch_env import register_resolvers  # noqa: E402
 
 register_resolvers()  # ${clika_run_dir:...} / ${clika_rank_zero:...} in conf/hydra/default.yaml
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig):
+    # Deferred: train.run imports Lightning, transformers and torch (3.7 s of `python -X importtime`), which
+    # `--help`, `--cfg` and the config errors found before the run starts (clika/checks) never need.
     from train.run import main as run_main
 
     return run_main(cfg)  # optimized_metric value for sweeper plugins
 
 
 if __name__ == "__main__":
-    import sys
-    from pathlib import Path
-
-    from clika.cli import check_group_choices, friendly_errors
-
     friendly_errors(check_group_choices)(sys.argv[1:], Path(__file__).parent / "conf")
     main()

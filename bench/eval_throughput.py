@@ -63,7 +63,7 @@ def pick_delimiter(tok, reqs_by_file, wanted: str = "auto") -> str:
 
     if wanted != "auto":
         return wanted
-    scorer, seen = LetterScorer(delimiter=" "), set()
+    scorer, seen = LetterScorer(delimiter=" ", progress=False), set()
     for reqs in reqs_by_file.values():
         for r in reqs:
             ids = tok(r.context)["input_ids"]
@@ -81,7 +81,7 @@ def pick_delimiter(tok, reqs_by_file, wanted: str = "auto") -> str:
 def run_letter(model, tok, reqs_by_file, batch_size, delimiter, device="cpu", reuse_prefix=True):
     from clika.scoring import LetterScorer
 
-    scorer = LetterScorer(batch_size=batch_size, delimiter=delimiter, reuse_prefix=reuse_prefix)
+    scorer = LetterScorer(batch_size=batch_size, delimiter=delimiter, reuse_prefix=reuse_prefix, progress=False)
     out = {}
     with common.Timer(device) as t:
         for key, reqs in reqs_by_file.items():
@@ -260,7 +260,7 @@ def bench_eval(model_name: str, datasets=ALL_DATASETS, langs=ALL_LANGS, items_pe
     # warm-up (allocator, first-call paths) on a few items, untimed
     from clika.scoring import LetterScorer
     first = next(iter(reqs.values()))[:2]
-    LetterScorer(batch_size, delimiter).score(model, tok, first)
+    LetterScorer(batch_size, delimiter, progress=False).score(model, tok, first)
 
     letter_out = None
     if "letter" in methods:

@@ -11,5 +11,5 @@ PY=${PY:-.venv/bin/python}
 if [ "${1:-}" != "--dry-run" ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 fi
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} CLIKA_PROGRESS=0
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 exec timeout 590 "$PY" bench/gpu_plan.py "$@"

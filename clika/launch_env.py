@@ -100,6 +100,8 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("clika_run_dir"):
         OmegaConf.register_new_resolver("clika_run_dir", lambda base, stamp: shared_run_dir(str(base), str(stamp)),
                                         use_cache=True)
+    if not OmegaConf.has_resolver("clika_cwd"):  # = ${hydra:runtime.cwd} (no chdir), also before HydraConfig is set
+        OmegaConf.register_new_resolver("clika_cwd", os.getcwd)
     if not OmegaConf.has_resolver("clika_gpus_per_node"):  # SLURM GPUs per node: none for CPU runs
         OmegaConf.register_new_resolver("clika_gpus_per_node",
                                         lambda accelerator, devices: None if accelerator == "cpu" else devices)

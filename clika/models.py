@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from safetensors import safe_open
+from tokenizers import Tokenizer
 
 from clika.env import cache_root
 from clika.errors import ClikaError
@@ -79,13 +83,56 @@ def resolve_model_dir(spec: ModelSpec) -> str:
     return os.path.expanduser(path)
 
 
+def _safetensors_header(path: Path) -> list[str]:
+    with safe_open(str(path), framework="pt") as f:
+        return list(f.keys())
+
+
+def unreadable_file(path: str | Path) -> str | None:
+    """The first file of a local model folder that its library cannot read, as '<file>[:<line>]: <why>' (JSON
+    files, tokenizer.json, *.safetensors); None when they all read, or `path` is not a local folder."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    for f in sorted(folder.glob("*.json")):
+        try:
+            json.loads(f.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as e:
+            return f"{f}: invalid UTF-8 (byte {e.start})"
+        except json.JSONDecodeError as e:
+            return f"{f}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})"
+    readers = [(folder / "tokenizer.json", "not a tokenizers file", lambda f: Tokenizer.from_file(str(f)))]
+    readers += [(f, "unreadable safetensors weights", _safetensors_header) for f in sorted(folder.glob("*.safetensors"))]
+    for f, what, read in readers:
+        if f.exists():
+            try:
+                read(f)
+            except Exception as e:  # noqa: BLE001 - tokenizers / safetensors raise bare Exception subclasses
+                return f"{f}: {what} ({(str(e).splitlines() or [type(e).__name__])[0][:200]})"
+    return None
+
+
+def _file_error(spec: ModelSpec, path: str) -> ClikaError | None:
+    """A library's error while reading a model folder, as one line naming the file (None: no file to blame)."""
+    problem = unreadable_file(path)
+    if problem is None:
+        return None
+    return ClikaError(f"model '{spec.name}': {problem}",
+                      fix="re-export / re-download that file, or point model.name_or_path (or init_from) at an "
+                          "intact HF folder")
+
+
 def load_tokenizer(spec: ModelSpec, path: str | None = None):
     from transformers import AutoTokenizer
 
     path = path or resolve_model_dir(spec)
     try:
         tok = AutoTokenizer.from_pretrained(path, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - tokenizers / json errors of a user's file become one line
+        if (bad := _file_error(spec, path)) is not None:
+            raise bad from e
+        if not isinstance(e, (OSError, ValueError)):
+            raise
         raise ClikaError(f"model '{spec.name}': cannot load a tokenizer from '{path}' ({str(e).splitlines()[0]})",
                          fix="check model.name_or_path / init_from (a preset in conf/model/, hub id or HF folder); "
                              "hub downloads need network") from e
@@ -104,7 +151,11 @@ def load_model(spec: ModelSpec, device: str = "cpu"):
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, revision=spec.revision,
                                                      trust_remote_code=spec.trust_remote_code)
-    except OSError as e:
+    except Exception as e:  # noqa: BLE001 - safetensors / json errors of a user's file become one line
+        if (bad := _file_error(spec, path)) is not None:
+            raise bad from e
+        if not isinstance(e, OSError):
+            raise
         raise ClikaError(f"model '{spec.name}': cannot load '{path}' ({str(e).splitlines()[0]})",
                          fix="check model.name_or_path; hub downloads need network (HF_HUB_OFFLINE unset)") from e
     tokenizer = load_tokenizer(spec, path)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import os
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
@@ -52,11 +51,11 @@ class Scorer(Protocol):
     def score(self, model, tokenizer, requests: Sequence[Request]) -> list[Result]: ...
 
 
-def _progress(total: int, desc: str):
+def _progress(total: int, desc: str, enabled: bool = True):
+    """A progress bar for long calls only (`enabled=False`: none, e.g. inside a training loop's own bar)."""
     from tqdm.auto import tqdm
 
-    disable = total < 200 or os.environ.get("CLIKA_PROGRESS", "1") == "0"
-    return tqdm(total=total, desc=desc, disable=disable, leave=False)
+    return tqdm(total=total, desc=desc, disable=not enabled or total < 200, leave=False)
 
 
 def _encode(tokenizer, text: str) -> list[int]:
@@ -190,6 +189,7 @@ class LetterScorer:
     delimiter: str = ""
     reuse_prefix: bool = True
     name: str = "letter"
+    progress: bool = True  # a progress bar on long calls
 
     def letter_ids(self, tokenizer, req: Request, ctx_ids: list[int]) -> list[int]:
         ids = []
@@ -220,7 +220,7 @@ class LetterScorer:
         order = sorted(range(len(requests)), key=lambda i: -len(enc[i]))
         results: list[Result | None] = [None] * len(requests)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        bar = _progress(len(requests), "letter")
+        bar = _progress(len(requests), "letter", self.progress)
         for batch in _batches(order, self.batch_size):
             logp, lens = runner.logits([enc[i][p:] for i in batch], pad, last_only=True)
             for row, i in enumerate(batch):
@@ -245,6 +245,7 @@ class ClozeScorer:
     reuse_prefix: bool = True
     name: str = "cloze"
     reuse_context: bool = True  # run each item's context once for all its options (needs reuse_prefix)
+    progress: bool = True  # a progress bar on long calls
 
     def score(self, model, tokenizer, requests: Sequence[Request]) -> list[Result]:
         if not requests:
@@ -272,7 +273,7 @@ class ClozeScorer:
         """Every (context, option) sequence on its own row, longest first."""
         seqs = [enc[i][p:] + ids for i, _, ids, _ in rows]
         order = sorted(range(len(rows)), key=lambda k: -len(seqs[k]))
-        bar = _progress(len(rows), "cloze")
+        bar = _progress(len(rows), "cloze", self.progress)
         for batch in _batches(order, self.batch_size):
             logp, _ = runner.logits([seqs[k] for k in batch], pad)
             for row, k in enumerate(batch):
@@ -291,7 +292,7 @@ class ClozeScorer:
         by_item: dict[int, list] = {}
         for row in rows:
             by_item.setdefault(row[0], []).append(row)
-        bar = _progress(len(rows), "cloze")
+        bar = _progress(len(rows), "cloze", self.progress)
         for i, opts in by_item.items():
             child, first = runner.extend(enc[i][p:])  # >= 1 token: the shared prefix stops one short
             for batch in _batches(list(range(len(opts))), self.batch_size):

@@ -11,7 +11,6 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("CLIKA_CACHE", str(ROOT / ".cache"))
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("CLIKA_PROGRESS", "0")
 
 from clika.env import setup_env  # noqa: E402
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-import wandb
 from lightning.pytorch.loggers import WandbLogger
 
 from clika.curves import COLUMNS, append_rows, typed, metrics_to_rows, plot_curves, read_rows, truncate_after
@@ -146,7 +145,8 @@ class ClikaEvalCallback(pl.Callback):
         tasks = [*self._tasks, *([self._fictional] if self._fictional is not None else [])]
         try:
             with torch.no_grad():
-                outs = run_tasks(model, tokenizer, tasks, rank, world, gather)
+                # progress=False: scorer bars would interleave with the trainer's
+                outs = run_tasks(model, tokenizer, tasks, rank, world, gather, progress=False)
         finally:
             model.train(was_training)
         metrics: dict = {"datasets": {}, "summary": {"streams": {}}, "scorer": None}
@@ -191,6 +191,8 @@ class ClikaEvalCallback(pl.Callback):
             if not isinstance(logger, WandbLogger):
                 continue
             try:
+                import wandb  # deferred: 0.3 s of `python -X importtime` in every run that logs to CSV only
+
                 exp = logger.experiment
                 if not self._defined:
                     exp.define_metric("tokens_seen")

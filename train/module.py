@@ -9,6 +9,7 @@ from typing import Any, Callable
 import lightning.pytorch as pl
 import numpy as np
 import torch
+import torch.nn as nn
 
 from clika.errors import ClikaError
 from clika.models import ModelSpec, load_model
@@ -29,6 +30,27 @@ def lora_targets(model_type: str, target_modules: Any) -> Any:
     return target_modules if isinstance(target_modules, str) else list(target_modules)
 
 
+def check_lora_targets(model, target_modules: Any, key: str = "method.target_modules") -> None:
+    """Every LoRA target must name modules of the model (peft's rule: the full name or its last parts)."""
+    if target_modules in (None, "auto", "all-linear"):
+        return
+    targets = [target_modules] if isinstance(target_modules, str) else list(target_modules)
+    names = [n for n, _ in model.named_modules() if n]
+    absent = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if absent:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+        raise ClikaError(f"{key}: {absent} not found in model '{getattr(model.config, 'model_type', '?')}'",
+                         fix=f"use module names of this model, e.g. {linear[:8]}, or {key}=auto / all-linear")
+
+
+def check_context(model, block_size: int) -> None:
+    """data.block_size must fit the model's context (max_position_embeddings)."""
+    max_pos = getattr(model.config, "max_position_embeddings", None)
+    if max_pos and block_size > max_pos:
+        raise ClikaError(f"data.block_size: {block_size} exceeds the model's context ({max_pos})",
+                         fix=f"set data.block_size<={max_pos}")
+
+
 def apply_method(model, method: dict[str, Any]):
     """Wrap the model for the fine-tuning method: `full` trains all weights, `lora` only the adapter."""
     name = method["name"]
@@ -36,9 +58,9 @@ def apply_method(model, method: dict[str, Any]):
         return model
     if name != "lora":
         raise ClikaError(f"method.name: unknown '{name}'", fix="use method=lora or method=full")
+    # deferred: peft costs 0.4 s of `python -X importtime` (after torch + transformers) in every process of a
+    # full fine-tuning run, the default, which never uses it
     from peft import LoraConfig, get_peft_model
-
-    from train.reliability import check_lora_targets
 
     check_lora_targets(model, lora_targets(model.config.model_type, method.get("target_modules")))
     config = LoraConfig(r=method["r"], lora_alpha=method["alpha"], lora_dropout=method["dropout"],

@@ -7,31 +7,41 @@ Only rank 0 writes files outside Lightning's own checkpointing; every write is t
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
-import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from transformers.utils import logging as hf_logging
 
+from clika.checks import friendly_errors, run_train_checks
+from clika.cli import git_sha, save_run_config
 from clika.env import PROJECT_ROOT, setup_env
-from clika.cli import friendly_errors
-from clika.errors import ClikaError
-from clika.models import ModelSpec
-
-TASKS = ("fit", "prepare", "export")
-METHODS = ("lora", "full")
+from clika.jsonl import atomic_write_text
+from clika.launch_env import global_rank, register_resolvers
+from clika.models import ModelSpec, load_tokenizer
+from train.checkpointing import last_checkpoint, resolve_resume
+from train.clika_callback import ClikaEvalCallback
+from train.data.datamodule import MixtureDataModule
+from train.export import export_checkpoint
+from train.loggers import build_loggers, finish_wandb
+from train.module import CausalLMModule, check_context
+from train.run_lock import acquire
+from train.slurm_requeue import cluster_plugins
+from train.slurm_signals import install_early_handlers
+from train.strategies import build_strategy, deepspeed_optimizer, uses_gpu
+from train.sweep import optimized_value
 
 
 # ---------------------------------------------------------------- helpers
-def _rank() -> int:
-    from train.launch_checks import global_rank
-
-    return global_rank()  # also right for rank 0 of node > 0 under NODE_RANK
-
-
 def _container(node) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
@@ -52,109 +62,24 @@ def model_spec(cfg: DictConfig) -> ModelSpec:
 
 
 # ---------------------------------------------------------------- validation
+def _hydra_cfg() -> DictConfig | None:
+    """The running job's Hydra config (launcher, mode), or None under the compose API."""
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
 def validate(cfg: DictConfig) -> None:
-    """Fail fast, naming the key and the fix, before anything slow happens."""
-    from train.data.mixture import SAMPLING
-    from train.data.processing import TEMPLATES
-    from train.strategies import PRESETS
-
-    def need(ok: bool, key: str, msg: str, fix: str):
-        if not ok:
-            raise ClikaError(f"{key}: {msg}", fix=fix)
-
-    need(cfg.task in TASKS, "task", f"unknown task '{cfg.task}'", f"use one of {TASKS}")
-    need(cfg.method.name in METHODS, "method", f"unknown method '{cfg.method.name}'", "use method=lora or method=full")
-    if cfg.method.name == "lora":
-        need(int(cfg.method.r) > 0, "method.r", "LoRA rank must be > 0", "e.g. method.r=8")
-        need(0 <= float(cfg.method.dropout) < 1, "method.dropout", "must be in [0, 1)", "e.g. method.dropout=0.1")
-    need(float(cfg.method.lr) > 0, "method.lr", "learning rate must be > 0", "e.g. method.lr=2e-4")
-    need(cfg.strategy.name in PRESETS, "strategy", f"unknown preset '{cfg.strategy.name}'", f"use one of {PRESETS}")
-    d = cfg.data
-    need(int(d.block_size) > 1, "data.block_size", "must be > 1", "e.g. data.block_size=128")
-    need(int(d.batch_size) > 0, "data.batch_size", "must be > 0", "e.g. data.batch_size=8")
-    need(0 <= float(d.val_fraction) < 1, "data.val_fraction", "must be in [0, 1)", "e.g. data.val_fraction=0.02")
-    need(d.template in TEMPLATES, "data.template", f"unknown template '{d.template}'", f"use one of {TEMPLATES}")
-    mix = d.mix
-    need(bool(mix.get("sources")), "data.mix.sources", "no sources", "pick a mixture: data/mix=<name>")
-    need(mix.sampling in SAMPLING, "data.mix.sampling", f"unknown '{mix.sampling}'", f"use one of {SAMPLING}")
-    schemas = {s.schema for s in mix.sources.values()}
-    need(len(schemas) == 1, "data.mix.sources", f"mixes schemas {sorted(schemas)}",
-         "use only pt sources (pretraining) or only sft sources (instruction tuning) in one mixture")
-    if mix.sampling == "weights":
-        need(set(mix.weights or {}) == set(mix.sources), "data.mix.weights",
-             f"keys {sorted(mix.weights or {})} differ from sources {sorted(mix.sources)}", "one weight per source")
-    t = cfg.trainer
-    need(int(t.get("max_steps", -1)) > 0 or (t.get("max_epochs") or 0) > 0, "trainer.max_steps",
-         "neither max_steps nor max_epochs is set", "set trainer.max_steps=N or trainer.max_epochs=N")
-    if cfg.resume not in (None, "auto"):
-        need(Path(str(cfg.resume)).exists(), "resume", f"'{cfg.resume}' does not exist",
-             "use resume=auto (last checkpoint of the run dir), a checkpoint path, or null")
-    if cfg.task == "export":
-        need(cfg.resume is not None, "resume", "task=export needs a checkpoint", "pass resume=<ckpt or run dir>")
-
-
-def resolve_resume(resume: str | None, run_dir: Path) -> str | None:
-    """`auto` -> run_dir/checkpoints/last.ckpt when present; a run dir -> its last.ckpt; a path as is."""
-    if resume is None:
-        return None
-    from train.reliability import find_resumable_checkpoint
-
-    path = run_dir if resume == "auto" else Path(str(resume))
-    if resume == "auto" or (path.is_dir() and (path / "checkpoints").is_dir()):
-        return find_resumable_checkpoint(path)  # None = fresh start; warns when falling back past a corrupt one
-    return find_resumable_checkpoint(path, fallback=False) if path.exists() else str(path)
+    """Every check that needs no model (clika/checks), as the Hydra callback runs them before the run dir:
+    again here, for ranks started by srun / torchrun and for the compose API."""
+    run_train_checks(cfg, hydra_cfg=_hydra_cfg())
 
 
 # ---------------------------------------------------------------- builders
-def build_loggers(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> list:
-    from hydra.utils import instantiate
-    from lightning.pytorch.loggers import WandbLogger
-
-    loggers = []
-    for name, node in (cfg.logger or {}).items():
-        if node is None or "_target_" not in node:
-            continue
-        extra: dict[str, Any] = {}
-        if "Wandb" in node._target_:
-            extra["id"] = _wandb_id(run_dir, ckpt_path)
-        logger = instantiate(node, **extra)
-        loggers.append(logger)
-        if isinstance(logger, WandbLogger) and _rank() == 0:
-            logger.log_hyperparams(_container(cfg))
-    return loggers
-
-
-def _wandb_id(run_dir: Path, ckpt_path: str | None) -> str:
-    """One W&B run per run dir: the id is kept beside the checkpoints so a resume continues that run."""
-    from clika.jsonl import atomic_write_text
-
-    candidates = [run_dir / "wandb_run_id"]
-    if ckpt_path:
-        candidates.insert(0, Path(ckpt_path).parent.parent / "wandb_run_id")
-    for f in candidates:
-        if f.exists():
-            return f.read_text().strip()
-    run_id = os.environ.get("CLIKA_WANDB_ID") or uuid.uuid4().hex[:8]
-    os.environ["CLIKA_WANDB_ID"] = run_id  # DDP children launched from this process reuse it
-    if _rank() == 0:
-        atomic_write_text(run_dir / "wandb_run_id", run_id)
-    return run_id
-
-
 def build_callbacks(cfg: DictConfig) -> list:
-    from hydra.utils import instantiate
-
     return [instantiate(node) for node in (cfg.callbacks or {}).values()
             if node is not None and "_target_" in node]
 
 
 def _optimizer_fns(cfg: DictConfig):
-    from functools import partial
-
-    from hydra.utils import instantiate
-
-    from train.strategies import deepspeed_optimizer
-
     optimizer = instantiate(cfg.optimizer, lr=float(cfg.method.lr))
     if (ds_opt := deepspeed_optimizer(_container(cfg.strategy))) is not None:
         optimizer = partial(ds_opt, *optimizer.args, **optimizer.keywords)
@@ -164,10 +89,6 @@ def _optimizer_fns(cfg: DictConfig):
 
 def _thread_discipline(cfg: DictConfig) -> None:
     """Several CPU processes on one machine: split the cores instead of oversubscribing them."""
-    import torch
-
-    from train.strategies import uses_gpu
-
     if uses_gpu(_container(cfg.trainer)):
         return
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -180,9 +101,6 @@ def _thread_discipline(cfg: DictConfig) -> None:
 
 
 def _write_run_files(cfg: DictConfig, run_dir: Path) -> None:
-    from clika.cli import git_sha, save_run_config
-    from clika.jsonl import atomic_write_text
-
     save_run_config(run_dir, OmegaConf.to_container(cfg, resolve=True), print_tree=bool(cfg.get("print_config", True)))
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     meta = {"git_sha": git_sha(), "command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -191,11 +109,9 @@ def _write_run_files(cfg: DictConfig, run_dir: Path) -> None:
 
 # ---------------------------------------------------------------- entry
 def _one_line_per_log_record() -> None:
-    """Lightning, imported before Hydra configured logging, gave its loggers a bare console handler; under
+    """Lightning, when imported before Hydra configured logging, gave its loggers a bare console handler; under
     Hydra the root handlers (console + the run's .log file) also print every record, so each INFO line came
     out twice. Drop Lightning's own handler when the root logger has handlers and let records propagate."""
-    import logging
-
     if not logging.getLogger().hasHandlers():
         return
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
@@ -207,27 +123,14 @@ def _one_line_per_log_record() -> None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training task described by the composed config (conf/train.yaml); returns a summary dict."""
-    from train.slurm_signals import install_early_handlers
-
     install_early_handlers()  # (again: submitit jobs do not run train.py's top) a requeue signal is recorded
+    register_resolvers()  # a submitit job unpickles its config without train.py's registration
     setup_env()
     validate(cfg)
-    from train.launch_checks import validate_launch
-
-    validate_launch(cfg)
-    if cfg.task == "fit" and _rank() == 0:
-        from train.run_lock import acquire
-
+    if cfg.task == "fit" and global_rank() == 0:
         acquire(Path(cfg.paths.output_dir).resolve())  # one live run per run dir
-    import lightning.pytorch as pl
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()  # weight-loading bars on every (re)load are noise in job logs
     _one_line_per_log_record()
-
-    from clika.models import load_tokenizer
-    from train.data.datamodule import MixtureDataModule
-
     _thread_discipline(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     run_dir = Path(cfg.paths.output_dir).resolve()
@@ -235,8 +138,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     method = _container(cfg.method)
 
     if cfg.task == "export":
-        from train.export import export_checkpoint
-
         ckpt = resolve_resume(cfg.resume, run_dir)
         out = export_checkpoint(ckpt, spec, method, Path(ckpt).parent.parent / "export", cfg.export.merge)
         return {"task": "export", "checkpoint": ckpt, "export": out}
@@ -249,7 +150,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.task == "prepare":
         out = {"task": "prepare", "seconds": time.perf_counter() - t0,
                "sources": {n: {"lang": t.lang, "items": len(t), **t.stats} for n, t in sources.items()}}
-        if _rank() == 0:
+        if global_rank() == 0:
             print(json.dumps(out, indent=2, ensure_ascii=False))
         return out
     dm.setup("fit")
@@ -257,35 +158,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _fit(cfg: DictConfig, spec: ModelSpec, method: dict, dm, run_dir: Path) -> dict[str, Any]:
-    import lightning.pytorch as pl
-
-    from train.module import CausalLMModule
-    from train.strategies import build_strategy
-
     optimizer, scheduler = _optimizer_fns(cfg)
     module = CausalLMModule(spec, method, optimizer, scheduler, val_langs=dm.val_langs)
-    max_pos = getattr(module.model.config, "max_position_embeddings", None)
-    if max_pos and cfg.data.block_size > max_pos:
-        raise ClikaError(f"data.block_size: {cfg.data.block_size} exceeds the model's context ({max_pos})",
-                         fix=f"set data.block_size<={max_pos}")
+    check_context(module.model, int(cfg.data.block_size))
     ckpt_path = resolve_resume(cfg.resume, run_dir)
-    if _rank() == 0:
+    if global_rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
     trainer_kwargs = _container(cfg.trainer)
     strategy = build_strategy(_container(cfg.strategy), trainer_kwargs, int(cfg.data.batch_size),
                               lora=method["name"] == "lora")
-    from train.slurm_requeue import cluster_plugins
-
     trainer = pl.Trainer(**trainer_kwargs, strategy=strategy, default_root_dir=str(run_dir), plugins=cluster_plugins(),
                          logger=build_loggers(cfg, run_dir, ckpt_path) or False,
                          callbacks=build_callbacks(cfg), use_distributed_sampler=False)
-    if trainer.is_global_zero and _rank() == 0:
+    if trainer.is_global_zero and global_rank() == 0:
         _write_run_files(cfg, run_dir)
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     wall = time.perf_counter() - start
 
-    ckpt = _last_checkpoint(trainer)
+    ckpt = last_checkpoint(trainer)
     result: dict[str, Any] = {
         "task": "fit", "run_dir": str(run_dir), "checkpoint": ckpt, "global_step": trainer.global_step,
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1},
@@ -293,41 +184,16 @@ def _fit(cfg: DictConfig, spec: ModelSpec, method: dict, dm, run_dir: Path) -> d
         "resumed_from": ckpt_path, "export": {}, "wandb": None,
     }
     for cb in trainer.callbacks:  # CLiKA metrics go to the loggers directly, not to callback_metrics
-        result["metrics"].update(getattr(cb, "last_logged", None) or {})
+        if isinstance(cb, ClikaEvalCallback):
+            result["metrics"].update(cb.last_logged)
     trainer.strategy.barrier()
     if trainer.is_global_zero:
         if cfg.export.enabled and ckpt:
-            from train.export import export_checkpoint
-
             result["export"] = export_checkpoint(ckpt, spec, method, run_dir / "export", cfg.export.merge)
-        result["wandb"] = _finish_wandb(trainer)
-        from clika.jsonl import atomic_write_text
-
+        result["wandb"] = finish_wandb(trainer)
         atomic_write_text(run_dir / "train_summary.json", json.dumps(result, indent=2, default=str) + "\n")
         print_summary(result)
     return result
-
-
-def _last_checkpoint(trainer) -> str | None:
-    cb = trainer.checkpoint_callback
-    if cb is None:
-        return None
-    last = Path(cb.dirpath or "") / "last.ckpt"
-    path = last if last.exists() else Path(cb.best_model_path or cb.last_model_path or "")
-    return str(path.resolve()) if str(path) and path.exists() else None
-
-
-def _finish_wandb(trainer) -> str | None:
-    from lightning.pytorch.loggers import WandbLogger
-
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            from train.wandb_lifecycle import guarded
-
-            run_dir = str(Path(logger.experiment.dir).parent)
-            guarded(logger, logger.experiment.finish)
-            return run_dir
-    return None
 
 
 def print_summary(result: dict[str, Any]) -> None:
@@ -352,13 +218,11 @@ def print_summary(result: dict[str, Any]) -> None:
 
 @friendly_errors
 def main(cfg: DictConfig) -> Any:
-    """Hydra entry: ClikaError prints one line (traceback=true or CLIKA_DEBUG=1 for the traceback), exit 2.
+    """Hydra entry: ClikaError prints one line and exits 2 (traceback=true or CLIKA_DEBUG=1 add the traceback).
 
     Returns the `optimized_metric` value for sweeper plugins when one is configured.
     """
     result = train(cfg)
     if cfg.get("optimized_metric") and result.get("task") == "fit":
-        from train.launch_checks import optimized_value
-
         return optimized_value(cfg, result)
     return result

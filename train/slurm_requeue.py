@@ -22,19 +22,17 @@ sbatch and under the submitit launcher alike.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import lightning.pytorch as pl
 
-from train.slurm_signals import _STATE, install_early_handlers, requeue_signals, restart_count, slurm_job_id, \
-    under_submitit  # noqa: F401  (install_early_handlers re-exported)
+from train.preemption import PreemptionCheckpoint
+from train.slurm_signals import _STATE, requeue_signals, restart_count, slurm_job_id, under_submitit
 
 STATE_FILE = "slurm_requeue.json"
 
@@ -67,8 +65,6 @@ class SlurmRequeue(pl.Callback):
         self._first_step_at: float | None = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        from train.reliability import PreemptionCheckpoint
-
         cb = next((c for c in trainer.callbacks if isinstance(c, PreemptionCheckpoint)), None)
         _STATE["preemption"] = cb
         if cb is not None and cb.received is None and _STATE["signum"] is not None:

@@ -109,3 +109,24 @@ def test_log_probs_do_not_depend_on_the_number_of_ranks(tiny, data_root, scorer)
             assert [r.uid for r in gathered[key]] == [r.uid for r in results]
             for a, b in zip(results, gathered[key]):
                 assert a.pred == b.pred and max(abs(x - y) for x, y in zip(a.scores, b.scores)) < 1e-4, (world, key)
+
+
+def test_progress_is_an_argument_not_an_environment_variable(monkeypatch, tiny):
+    """The task runner sets the scorers' progress bars (the training callback passes progress=False)."""
+    from clika.scoring import _progress
+    from clika.task import RequestSet, score_sets
+
+    monkeypatch.delenv("CLIKA_PROGRESS", raising=False)
+    assert all(make_scorer(n).progress for n in ("letter", "cloze"))
+    seen = []
+
+    class Spy(LetterScorer):
+        def score(self, model, tokenizer, requests):
+            seen.append(self.progress)
+            return []
+
+    for progress in (True, False):
+        score_sets(*tiny, [RequestSet("k", Spy(), [])], progress=progress)
+    assert seen == [True, False]
+    assert _progress(500, "x").disable is False and _progress(500, "x", enabled=False).disable is True
+    assert _progress(10, "x").disable is True  # short calls never show a bar

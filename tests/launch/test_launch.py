@@ -11,7 +11,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from clika.errors import ClikaError
-from train import launch_checks as lc
+from clika import launch_env
+from clika.checks import run_train_checks
+from train.sweep import optimized_value
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -37,7 +39,7 @@ def test_slurm_launcher_config_renders_one_task_per_device():
                   "hydra.launcher.partition=gpu", "hydra.launcher.account=proj", "hydra.launcher.mem_gb=200",
                   "--cfg", "all")
     assert r.returncode == 0, r.stderr[-2000:]
-    lc.register_resolvers()  # gpus_per_node: ${clika_gpus_per_node:...} (none for CPU runs)
+    launch_env.register_resolvers()  # gpus_per_node: ${clika_gpus_per_node:...} (none for CPU runs)
     cfg = OmegaConf.create(r.stdout)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
@@ -47,7 +49,7 @@ def test_slurm_launcher_config_renders_one_task_per_device():
     assert launcher.partition == "gpu" and launcher.account == "proj" and launcher.mem_gb == 200
     assert launcher.timeout_min > 0 and launcher.cpus_per_task >= 1
     assert launcher.max_num_timeout > 0  # auto-requeue
-    assert cfg.hydra.callbacks.launch_checks._target_ == "train.launch_checks.LaunchChecks"
+    assert cfg.hydra.callbacks.checks._target_ == "clika.checks.ConfigChecks"
 
     # the `--cfg hydra` view carries the same launcher node
     h = _train_py("hydra/launcher=slurm", "trainer.devices=4", "--cfg", "hydra")
@@ -145,7 +147,7 @@ def test_launch_checks_name_the_key(train_cfg, tmp_path, overrides, env, key):
     env = {k: v for k, v in {"HOME": str(tmp_path), **env}.items() if v is not None}
     cfg = train_cfg(*overrides)
     with pytest.raises(ClikaError) as e:
-        lc.validate_launch(cfg, env=env)
+        run_train_checks(cfg, env=env)
     assert str(e.value).startswith(f"{key}:") and "fix:" in str(e.value)
 
 
@@ -158,9 +160,9 @@ def test_launch_checks_pass_matching_configs(train_cfg, tmp_path):
           (["logger=wandb"], {"WANDB_MODE": "online", "WANDB_API_KEY": "k"}),
           (["logger=wandb"], {})]  # offline by default
     for overrides, env in ok:
-        lc.validate_launch(train_cfg(*overrides), env={"HOME": str(tmp_path), **env})
+        run_train_checks(train_cfg(*overrides), env={"HOME": str(tmp_path), **env})
     (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password k\n")
-    lc.validate_launch(train_cfg("logger=wandb"), env={"HOME": str(tmp_path), "WANDB_MODE": "online"})
+    run_train_checks(train_cfg("logger=wandb"), env={"HOME": str(tmp_path), "WANDB_MODE": "online"})
 
 
 def test_launcher_checks_against_the_hydra_launcher(train_cfg, tmp_path):
@@ -179,11 +181,11 @@ def test_launcher_checks_against_the_hydra_launcher(train_cfg, tmp_path):
              ("trainer.devices", ["trainer.devices=2"], hydra(basic))]
     for key, overrides, h in cases:
         with pytest.raises(ClikaError, match=f"^{key}:"):
-            lc.validate_launch(train_cfg(*overrides), hydra_cfg=h, env=env)
+            run_train_checks(train_cfg(*overrides), hydra_cfg=h, env=env)
     # the same launchers with matching settings pass; num_nodes=2 is fine when SLURM will provide the nodes
-    lc.validate_launch(train_cfg("trainer.devices=4", "trainer.num_nodes=2", "resume=auto"),
+    run_train_checks(train_cfg("trainer.devices=4", "trainer.num_nodes=2", "resume=auto"),
                        hydra_cfg=hydra(slurm, tasks_per_node=4, nodes=2, max_num_timeout=2), env=env)
-    lc.validate_launch(train_cfg("trainer.devices=2"), hydra_cfg=hydra(basic, mode="RUN"), env=env)
+    run_train_checks(train_cfg("trainer.devices=2"), hydra_cfg=hydra(basic, mode="RUN"), env=env)
 
 
 def test_zero3_resume_with_another_world_size_is_refused(train_cfg, tmp_path):
@@ -194,35 +196,35 @@ def test_zero3_resume_with_another_world_size_is_refused(train_cfg, tmp_path):
         (ckpt / f"bf16_zero_pp_rank_{r}_mp_rank_00_optim_states.pt").touch()
     resume = f"resume={tmp_path / 'last.ckpt'}"
     with pytest.raises(ClikaError, match="^resume:.*4 ranks"):
-        lc.validate_launch(train_cfg("strategy=deepspeed_zero3", "trainer.devices=2", resume), env={})
-    lc.validate_launch(train_cfg("strategy=deepspeed_zero3", "trainer.devices=4", resume), env={})
+        run_train_checks(train_cfg("strategy=deepspeed_zero3", "trainer.devices=2", resume), env={})
+    run_train_checks(train_cfg("strategy=deepspeed_zero3", "trainer.devices=4", resume), env={})
 
 
 # ---------------------------------------------------------------- rank-safe run dirs
 def test_shared_run_dir_depends_only_on_what_ranks_share():
     base, stamp = "/o/train/runs", "2025-01-01_00-00-00"
-    assert lc.shared_run_dir(base, stamp, env={}) == f"{base}/{stamp}"
-    assert lc.shared_run_dir(base, stamp, env={"CLIKA_RUN_DIR": "/x"}) == "/x"
+    assert launch_env.shared_run_dir(base, stamp, env={}) == f"{base}/{stamp}"
+    assert launch_env.shared_run_dir(base, stamp, env={"CLIKA_RUN_DIR": "/x"}) == "/x"
     te = {"TORCHELASTIC_RUN_ID": "abc", "WORLD_SIZE": "2"}
-    dirs = {lc.shared_run_dir(base, s, env={**te, "RANK": r}) for r, s in [("0", stamp), ("1", "2025-01-01_00-00-01")]}
+    dirs = {launch_env.shared_run_dir(base, s, env={**te, "RANK": r}) for r, s in [("0", stamp), ("1", "2025-01-01_00-00-01")]}
     assert dirs == {f"{base}/torchrun-abc"}
     srun = {"SLURM_NTASKS": "16", "SLURM_JOB_ID": "77", "SLURM_JOB_NAME": "clika"}
-    assert lc.shared_run_dir(base, stamp, env=srun) == f"{base}/slurm-77"
+    assert launch_env.shared_run_dir(base, stamp, env=srun) == f"{base}/slurm-77"
     # an interactive allocation or a single task is a lone process: the time stamp stays
-    assert lc.shared_run_dir(base, stamp, env={**srun, "SLURM_JOB_NAME": "bash"}) == f"{base}/{stamp}"
-    assert lc.shared_run_dir(base, stamp, env={**srun, "SLURM_NTASKS": "1"}) == f"{base}/{stamp}"
+    assert launch_env.shared_run_dir(base, stamp, env={**srun, "SLURM_JOB_NAME": "bash"}) == f"{base}/{stamp}"
+    assert launch_env.shared_run_dir(base, stamp, env={**srun, "SLURM_NTASKS": "1"}) == f"{base}/{stamp}"
 
 
 def test_global_rank_before_the_process_group():
-    assert lc.global_rank({}) == 0
-    assert lc.global_rank({"RANK": "3", "LOCAL_RANK": "1"}) == 3
-    assert lc.global_rank({"SLURM_NTASKS": "16", "SLURM_PROCID": "9", "SLURM_JOB_NAME": "x"}) == 9
-    assert lc.global_rank({"LOCAL_RANK": "0", "NODE_RANK": "1"}) != 0  # rank 0 of node 1 is not global zero
-    assert lc.rank_zero_only(".hydra", {"RANK": "1"}) is None and lc.rank_zero_only(".hydra", {}) == ".hydra"
+    assert launch_env.global_rank({}) == 0
+    assert launch_env.global_rank({"RANK": "3", "LOCAL_RANK": "1"}) == 3
+    assert launch_env.global_rank({"SLURM_NTASKS": "16", "SLURM_PROCID": "9", "SLURM_JOB_NAME": "x"}) == 9
+    assert launch_env.global_rank({"LOCAL_RANK": "0", "NODE_RANK": "1"}) != 0  # rank 0 of node 1 is not global zero
+    assert launch_env.rank_zero_only(".hydra", {"RANK": "1"}) is None and launch_env.rank_zero_only(".hydra", {}) == ".hydra"
 
 
 def test_resolver_gives_one_run_dir(monkeypatch):
-    lc.register_resolvers()
+    launch_env.register_resolvers()
     node = OmegaConf.create({"d": "${clika_run_dir:/o/runs,stamp}"})
     monkeypatch.setenv("CLIKA_RUN_DIR", "/shared")
     assert node.d == "/shared"
@@ -230,13 +232,13 @@ def test_resolver_gives_one_run_dir(monkeypatch):
 
 def test_optimized_value_reads_the_metric(train_cfg):
     cfg = train_cfg("+optimized_metric=val/loss_zh")
-    assert lc.optimized_value(cfg, {"metrics": {"val/loss_zh": 2.5}}) == 2.5
+    assert optimized_value(cfg, {"metrics": {"val/loss_zh": 2.5}}) == 2.5
     with pytest.raises(ClikaError, match="^optimized_metric:"):
-        lc.optimized_value(cfg, {"metrics": {"train/loss": 1.0}})
-    assert lc.optimized_value(train_cfg(), {"metrics": {}}) is None
+        optimized_value(cfg, {"metrics": {"train/loss": 1.0}})
+    assert optimized_value(train_cfg(), {"metrics": {}}) is None
     gated = train_cfg("+optimized_metric=clika/fictional/xrr")  # evaluated, gate missed: no number, no failure
-    assert lc.optimized_value(gated, {"metrics": {"clika/fictional/gate_passed": 0.0}}) is None
-    assert lc.optimized_value(gated, {"metrics": {"clika/fictional/xrr": 0.8}}) == 0.8
+    assert optimized_value(gated, {"metrics": {"clika/fictional/gate_passed": 0.0}}) is None
+    assert optimized_value(gated, {"metrics": {"clika/fictional/xrr": 0.8}}) == 0.8
 
 
 def test_sweep_presets_compose(train_cfg):

@@ -2,8 +2,8 @@
 (ClikaError), no traceback unless asked for, and nothing half-written.
 
 Routes: `python train.py` / `python eval.py` subprocesses (the real CLI), or `train.run.main(cfg)` on the
-config the CLI composes (the same code after Hydra; it exits 2 through the same handler). Checks that are
-not hooked into train/ yet are exercised through their functions in train/reliability.py.
+config the CLI composes (the same code after Hydra; it exits 2 through the same handler). Checks are also
+exercised through their functions in clika/checks/ (model-free) and train/module.py (those needing the model).
 (Cases already covered in tests/test_datasets.py / tests/test_eval_cli.py are reached here by another path.)
 """
 
@@ -87,7 +87,7 @@ SOURCE_CASES = {
     "empty_jsonl": (b"", ["bad.jsonl", "file is empty"]),
     "truncated_jsonl": (GOOD * 3 + b'{"text": "cut he', ["bad.jsonl:4", "malformed JSON"]),
     "invalid_utf8": (GOOD + b'{"text": "\xff\xfe"}\n', ["bad.jsonl:2", "invalid UTF-8"]),
-    "missing_text_field": (GOOD + b'{"body": "x"}\n', ["data.mix.sources.mine", "record 1", "no text column 'text'"]),
+    "missing_text_field": (GOOD + b'{"body": "x"}\n', ["data.mix.sources.mine", "bad.jsonl:2", "no text column 'text'"]),
     "not_an_object": (GOOD + b'["text"]\n', ["bad.jsonl:2", "expected a JSON object"]),
 }
 
@@ -103,7 +103,7 @@ def test_bad_training_file(train_cfg, tmp_path, capsys, case):
 def test_sft_record_missing_output(train_cfg, tmp_path, capsys):
     rows = b'{"instruction": "a", "output": "b"}\n{"instruction": "only a question"}\n'
     cfg = train_cfg("experiment=instruct_en", *SMALL, *_source(tmp_path, rows, schema="sft"))
-    assert_one_line(_main_fails(cfg, capsys), "data.mix.sources.mine", "record 1", "columns.instruction")
+    assert_one_line(_main_fails(cfg, capsys), "data.mix.sources.mine", "bad.jsonl:2", "columns.instruction")
 
 
 CONFIG_CASES = {
@@ -166,7 +166,7 @@ def test_unknown_experiment_and_model_preset(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "experiment: unknown preset 'nope'" in proc.stderr and "mixed_pretrain_zh" in proc.stderr
     assert not (tmp_path / "run").exists()
-    from train.reliability import check_group_choices
+    from clika.checks import check_group_choices
 
     with pytest.raises(ClikaError, match=r"experiment: unknown preset 'nope' — fix: use one of \[.*instruct_en"):
         check_group_choices(["trainer.max_steps=2", "experiment=nope"], ROOT / "conf")
@@ -179,7 +179,7 @@ def test_unknown_experiment_and_model_preset(tmp_path):
 
 
 def test_deepspeed_settings_that_contradict_the_trainer(tmp_path):
-    from train.reliability import check_deepspeed_trainer
+    from clika.checks.strategy import check_deepspeed_trainer
 
     zero2 = {"name": "deepspeed_zero2", "stage": 2}
     trainer = {"accumulate_grad_batches": 1, "gradient_clip_val": 1.0, "precision": "32-true"}
@@ -197,13 +197,12 @@ def test_deepspeed_settings_that_contradict_the_trainer(tmp_path):
         assert needle in str(err.value)
     check_deepspeed_trainer({**zero2, "kwargs": {"config": {"gradient_accumulation_steps": 1}}}, trainer, 8)
     check_deepspeed_trainer({"name": "ddp"}, {"gradient_clip_algorithm": "value"}, 8)
-    # the real CLI, with the checks as a Hydra callback (runs before the run dir is created)
+    # the real CLI: the checks run as a Hydra callback, before the run dir is created
     proc = cli("train.py", "strategy=deepspeed_zero2", "trainer.accelerator=cpu",
-               "+trainer.gradient_clip_algorithm=value",
-               "++hydra.callbacks.input_checks._target_=train.reliability.InputChecks", tmp_path=tmp_path)
+               "+trainer.gradient_clip_algorithm=value", tmp_path=tmp_path)
     assert proc.returncode == 2
     assert_one_line(proc.stderr, "trainer.gradient_clip_algorithm", "norm only")
-    nothing_half_written(tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def _read_only_dir(tmp_path: Path) -> Path:
@@ -223,21 +222,20 @@ def _read_only_dir(tmp_path: Path) -> Path:
 
 
 def test_read_only_output_dir(tmp_path):
-    from train.reliability import check_output_dir
+    from clika.checks import check_output_dir
 
     target = _read_only_dir(tmp_path)
     with pytest.raises(ClikaError, match=r"paths.output_dir: cannot write to .*fix: point hydra.run.dir"):
         check_output_dir(target)
     check_output_dir(tmp_path / "fine" / "run")
-    proc = subprocess.run([sys.executable, "train.py", f"hydra.run.dir={target}", *SMALL,
-                           "++hydra.callbacks.input_checks._target_=train.reliability.InputChecks"],
+    proc = subprocess.run([sys.executable, "train.py", f"hydra.run.dir={target}", *SMALL],
                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert_one_line(proc.stderr, "hydra.run.dir", str(target), "cannot write")
 
 
 def test_lora_targets_absent_from_the_model(tiny):
-    from train.reliability import check_lora_targets
+    from train.module import check_lora_targets
 
     model, _ = tiny
     with pytest.raises(ClikaError, match=r"method.target_modules: \['W_pack'\] not found in model 'llama'.*q_proj"):

@@ -1,7 +1,8 @@
 """Faults on purpose: SIGKILL + resume=auto, SIGTERM / SIGUSR1, corrupt checkpoints, NaN loss, W&B without a server.
 
-The reliability pieces live in train/reliability.py; runs get them through callback / logger overrides
-(`+callbacks.<name>._target_=train.reliability.<Class>`), exactly as a config would add them.
+The reliability pieces live in train/nan_guard.py, train/preemption.py, train/checkpointing.py and
+train/loggers.py; runs get them through callback / logger overrides
+(`+callbacks.<name>._target_=train.<module>.<Class>`), exactly as a config would add them.
 """
 
 import csv
@@ -197,7 +198,7 @@ def test_sigterm_saves_a_checkpoint_before_exit_and_resume_continues(drill, tmp_
     assert last.exists()
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
     assert 0 < ckpt["global_step"] < 40
-    from train.reliability import find_resumable_checkpoint
+    from train.checkpointing import find_resumable_checkpoint
 
     assert find_resumable_checkpoint(run) == str(last.resolve())
     again = subprocess.run(_train_cmd(run, "trainer.max_steps=" + str(ckpt["global_step"] + 2), "logger=csv", *SMALL,
@@ -222,7 +223,8 @@ def test_sigusr1_in_process_checkpoints_and_exits(train_cfg, drill, tmp_path):
 
 
 def test_truncated_last_checkpoint_falls_back_to_previous_with_warning(train_cfg, tmp_path):
-    from train.reliability import ReliabilityWarning, find_resumable_checkpoint
+    from train.checkpointing import find_resumable_checkpoint
+    from train.recovery import ReliabilityWarning
     from train.run import train
 
     common = [*SMALL, *CKPT_EVERY_2_KEEP_2]
@@ -250,7 +252,7 @@ def test_truncated_last_checkpoint_falls_back_to_previous_with_warning(train_cfg
 
 
 def test_checkpoint_missing_keys_is_rejected(tmp_path):
-    from train.reliability import checkpoint_problem
+    from train.checkpointing import checkpoint_problem
 
     torch.save({"state_dict": {}}, tmp_path / "a.ckpt")
     assert "lacks" in checkpoint_problem(tmp_path / "a.ckpt")
@@ -259,7 +261,7 @@ def test_checkpoint_missing_keys_is_rejected(tmp_path):
 
 
 def test_atomic_checkpoint_io_never_leaves_a_half_written_file(tmp_path, monkeypatch):
-    from train.reliability import AtomicCheckpointIO
+    from train.checkpointing import AtomicCheckpointIO
 
     io = AtomicCheckpointIO()
     target = tmp_path / "last.ckpt"
@@ -285,12 +287,12 @@ def test_atomic_checkpoint_io_never_leaves_a_half_written_file(tmp_path, monkeyp
 
 
 def test_atomic_checkpoints_callback_is_used_by_the_trainer(train_cfg, monkeypatch):
-    from train import reliability
+    from train import checkpointing
     from train.run import train
 
     calls = []
-    orig = reliability.AtomicCheckpointIO.save_checkpoint
-    monkeypatch.setattr(reliability.AtomicCheckpointIO, "save_checkpoint",
+    orig = checkpointing.AtomicCheckpointIO.save_checkpoint
+    monkeypatch.setattr(checkpointing.AtomicCheckpointIO, "save_checkpoint",
                         lambda self, c, p, storage_options=None: (calls.append(str(p)), orig(self, c, p, storage_options))[1])
     out = train(train_cfg(*SMALL, "trainer.max_steps=2"))
     assert any(p.endswith("step000002.ckpt") for p in calls) and Path(out["checkpoint"]).exists()
@@ -300,7 +302,7 @@ def test_atomic_checkpoints_callback_is_used_by_the_trainer(train_cfg, monkeypat
 def test_nan_loss_stops_with_step_and_source_named(train_cfg, drill, capsys):
     from train.run import main
 
-    cfg = train_cfg(*SMALL, "trainer.max_steps=6", "++callbacks.nan_guard._target_=train.reliability.NanGuard",
+    cfg = train_cfg(*SMALL, "trainer.max_steps=6", "++callbacks.nan_guard._target_=train.nan_guard.NanGuard",
                     "++callbacks.poison._target_=clika_drill.PoisonLoss", "++callbacks.poison.steps=[3]")
     with pytest.raises(SystemExit) as err:
         main(cfg)
@@ -317,7 +319,7 @@ def test_nan_loss_stops_with_step_and_source_named(train_cfg, drill, capsys):
 def test_nan_loss_skip_mode_drops_the_update_then_stops_when_over_budget(train_cfg, drill, tmp_path):
     from train.run import train
 
-    common = [*SMALL, "trainer.max_steps=6", "++callbacks.nan_guard._target_=train.reliability.NanGuard",
+    common = [*SMALL, "trainer.max_steps=6", "++callbacks.nan_guard._target_=train.nan_guard.NanGuard",
               "++callbacks.nan_guard.mode=skip", "++callbacks.nan_guard.max_skips=1",
               "++callbacks.poison._target_=clika_drill.PoisonLoss"]
     with pytest.warns(Warning, match="global step 3.*update skipped"):
@@ -332,7 +334,7 @@ def test_nan_loss_skip_mode_drops_the_update_then_stops_when_over_budget(train_c
 
 
 def test_nan_guard_rejects_unknown_mode():
-    from train.reliability import NanGuard
+    from train.nan_guard import NanGuard
 
     with pytest.raises(ClikaError, match="nan_guard.mode"):
         NanGuard(mode="ignore")
@@ -344,7 +346,7 @@ def test_wandb_online_without_a_server_continues_offline_in_bounded_time(drill, 
                WANDB_API_KEY="fake" + "0" * 36, WANDB_SILENT="true")
     start = time.time()
     proc = subprocess.run(_train_cmd(run, "trainer.max_steps=2", *SMALL, "logger=wandb",
-                                     "logger.wandb._target_=train.reliability.ResilientWandbLogger",
+                                     "logger.wandb._target_=train.loggers.ResilientWandbLogger",
                                      "++logger.wandb.init_timeout=5"),
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     wall = time.time() - start
@@ -360,7 +362,7 @@ def test_csv_logger_header_rewrite_is_atomic(tmp_path, monkeypatch):
     """A new metric name makes Lightning rewrite metrics.csv; a failure during the rewrite keeps the old file."""
     import csv as csv_mod
 
-    from train.reliability import AtomicCSVLogger
+    from train.loggers import AtomicCSVLogger
 
     logger = AtomicCSVLogger(save_dir=str(tmp_path), name="csv")
     logger.log_metrics({"train/loss": 1.0}, step=0)

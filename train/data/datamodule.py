@@ -8,6 +8,7 @@ is off), so Lightning never rebuilds the loader.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -64,12 +65,15 @@ class ShardedEpochSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.n // self.world
 
-    def __iter__(self):
+    def order(self) -> list[int]:
+        """This rank's items of the current epoch, in order (the whole epoch: `start` is not applied)."""
         order = (torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
                  if self.shuffle else torch.arange(self.n))
-        mine = order[: len(self) * self.world][self.rank::self.world].tolist()
+        return order[: len(self) * self.world][self.rank::self.world].tolist()
+
+    def __iter__(self):
         start, self.start = self.start, 0
-        yield from mine[start:]
+        yield from self.order()[start:]
 
 
 class ResumableLoader(DataLoader):
@@ -93,6 +97,11 @@ class ResumableLoader(DataLoader):
             self._seen += 1
             yield batch
 
+    @property
+    def batches_seen(self) -> int:
+        """Batches of the current epoch handed out so far (those skipped on resume included)."""
+        return self._seen
+
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self._epoch, "batches": self._seen}
 
@@ -108,6 +117,7 @@ class MixtureDataModule(pl.LightningDataModule):
         self.cfg, self.tokenizer, self.seed = data, tokenizer, seed
         self.specs = {name: SourceSpec(name=name, **src) for name, src in data["mix"]["sources"].items()}
         self.sources: dict[str, Tokenized] = {}
+        self.train_items: list[tuple[str, int]] = []
         self.summary: dict[str, Any] = {}
         self._train_loader: ResumableLoader | None = None
         self._resume: dict[str, int] | None = None
@@ -186,6 +196,39 @@ class MixtureDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(items, shuffle=False) for _, items in sorted(self.val_items.items())]
+
+    def batch_items(self, batch: Mapping[str, torch.Tensor], batch_idx: int | None = None
+                    ) -> list[tuple[str, int]] | None:
+        """(source, item) pairs of a training batch of this rank, or None when they cannot be identified.
+
+        Batches carry only tensors; the items are found from `train_items` and this rank's sampler order
+        (the batch at `batch_idx`, then the latest ones handed out, then a full scan) and verified token
+        for token.
+        """
+        loader, items = self._train_loader, self.train_items
+        if loader is None or not items or "input_ids" not in batch:
+            return None
+        ids, mask = batch["input_ids"].cpu(), batch.get("attention_mask")
+        rows = [ids[k][: int(mask[k].sum())] if mask is not None else ids[k] for k in range(len(ids))]
+
+        def same(i: int, row: torch.Tensor) -> bool:
+            name, j = items[i]
+            t = torch.as_tensor(self.sources[name].item(j)[0].astype("int64"))
+            return len(t) == len(row) and bool(torch.equal(t, row))
+
+        def match(idx: list[int]) -> bool:
+            return len(idx) == len(rows) and all(same(i, r) for i, r in zip(idx, rows))
+
+        order = loader.batch_sampler.sampler.order()
+        bs, seen = loader.batch_size or len(rows), loader.batches_seen
+        for k in dict.fromkeys([batch_idx, seen - 1, seen - 2]):  # the likely positions first
+            if k is not None and k >= 0 and match(order[k * bs:(k + 1) * bs]):
+                return [items[i] for i in order[k * bs:(k + 1) * bs]]
+        if len(order) <= 1_000_000:  # full scan for the first row, then verify the rest
+            for p, i in enumerate(order):
+                if same(i, rows[0]) and match(order[p:p + len(rows)]):
+                    return [items[a] for a in order[p:p + len(rows)]]
+        return None
 
     @property
     def val_langs(self) -> list[str]:

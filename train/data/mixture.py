@@ -12,9 +12,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from clika.checks.train import SAMPLING
 from clika.errors import ClikaError
-
-SAMPLING = ("weights", "temperature")
 
 
 def mixture_probs(sizes: dict[str, int], sampling: str, weights: dict[str, float] | None = None,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from clika.errors import ClikaError
-from clika.templates import ALPACA_HEAD, ALPACA_HEAD_INPUT, TEMPLATES, render_segments  # noqa: F401
+from clika.templates import render_segments
 
 IGNORE = -100
 

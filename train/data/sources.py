@@ -15,8 +15,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+import pyarrow
+import pyarrow.parquet as pq
+
 from clika.errors import ClikaError
 from clika.fictional.generated import corpus_file, world_key
+from clika.jsonl import read_jsonl_numbered
 
 FORMATS = ("jsonl", "text", "parquet", "hf", "embedded")
 SCHEMAS = ("pt", "sft")
@@ -70,49 +74,79 @@ class SourceSpec:
         return files
 
 
-def _raw_rows(spec: SourceSpec, cache_dir: Path) -> Iterator[dict[str, Any]]:
+Row = tuple[str, dict[str, Any]]  # (where: "file:line", "file record N" or "HF dataset 'id' record N", record)
+
+
+def _text_lines(spec: SourceSpec, path: str) -> Iterator[Row]:
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ClikaError(f"data.mix.sources.{spec.name}: {path}:{line}: invalid UTF-8 (byte {e.start})",
+                         fix="re-save the file as UTF-8") from None
+    for i, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            yield f"{path}:{i}", {spec.columns["text"]: line}
+
+
+def _parquet_rows(spec: SourceSpec, path: str) -> Iterator[Row]:
+    try:
+        table = pq.read_table(path)
+    except (pyarrow.ArrowException, OSError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise ClikaError(f"data.mix.sources.{spec.name}: {path}: not a readable parquet file ({first})",
+                         fix="re-write it (e.g. pandas.DataFrame.to_parquet) or remove it from the path / glob") from None
+    for k, row in enumerate(table.to_pylist(), start=1):
+        yield f"{path} record {k}", row
+
+
+def _hf_rows(spec: SourceSpec) -> Iterator[Row]:
+    import datasets  # deferred: 0.9 s of `python -X importtime` (after torch), only for format: hf sources
+
+    try:
+        ds = datasets.load_dataset(spec.path, spec.hf_config, split=spec.split, streaming=spec.streaming)
+    except Exception as e:  # network, missing config, ...
+        raise ClikaError(f"data.mix.sources.{spec.name}: cannot load HF dataset '{spec.path}' ({e})",
+                         fix="check path/hf_config/split; offline machines need a local copy (format: jsonl)")
+    for k, row in enumerate(ds, start=1):
+        yield f"HF dataset '{spec.path}' record {k}", row
+
+
+def _raw_rows(spec: SourceSpec, cache_dir: Path) -> Iterator[Row]:
+    """Every record of the source with where it comes from (file and 1-based line or record)."""
     if spec.format == "embedded":
         spec = SourceSpec(**{**asdict(spec), "format": "jsonl",
                              "path": str(corpus_file(spec.path, spec.lang, spec.world, cache_dir))})
-    if spec.format == "jsonl":
-        from clika.jsonl import read_jsonl
-
-        for f in spec.files():
-            yield from read_jsonl(f)
-    elif spec.format == "text":
-        col = spec.columns["text"]
-        for f in spec.files():
-            for line in Path(f).read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    yield {col: line}
-    elif spec.format == "parquet":
-        import pyarrow.parquet as pq
-
-        for f in spec.files():
-            yield from pq.read_table(f).to_pylist()
-    else:  # hf
-        try:
-            import datasets
-            ds = datasets.load_dataset(spec.path, spec.hf_config, split=spec.split, streaming=spec.streaming)
-        except Exception as e:  # network, missing config, ...
-            raise ClikaError(f"data.mix.sources.{spec.name}: cannot load HF dataset '{spec.path}' ({e})",
-                             fix="check path/hf_config/split; offline machines need a local copy (format: jsonl)")
-        yield from ds
+    if spec.format == "hf":
+        yield from _hf_rows(spec)
+        return
+    for f in spec.files():
+        if spec.format == "jsonl":
+            yield from ((f"{f}:{i}", row) for i, row in read_jsonl_numbered(f, allow_empty=False))
+        elif spec.format == "text":
+            yield from _text_lines(spec, f)
+        else:
+            yield from _parquet_rows(spec, f)
 
 
-def _canonical(row: dict[str, Any], spec: SourceSpec, i: int) -> dict[str, Any]:
-    cols = spec.columns
+def _canonical(row: dict[str, Any], spec: SourceSpec, where: str) -> dict[str, Any]:
+    cols, key = spec.columns, f"data.mix.sources.{spec.name}: {where}"
     if spec.schema == "pt":
         text = row.get(cols["text"])
         if not isinstance(text, str):
-            raise ClikaError(f"data.mix.sources.{spec.name}: record {i} has no text column '{cols['text']}'",
+            got = "" if text is None else f" (it holds {type(text).__name__}, not text)"
+            raise ClikaError(f"{key}: no text column '{cols['text']}'{got}",
                              fix="set columns.text to the column holding the text")
         return {"text": text}
-    if isinstance(row.get(cols["messages"]), list):
-        return {"messages": [{"role": m["role"], "content": m["content"]} for m in row[cols["messages"]]]}
+    messages = row.get(cols["messages"])
+    if isinstance(messages, list):
+        if not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
+            raise ClikaError(f"{key}: '{cols['messages']}' must be a list of {{role, content}} objects",
+                             fix="repair that record or map another column with columns.messages")
+        return {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
     if cols["instruction"] not in row or cols["output"] not in row:
-        raise ClikaError(f"data.mix.sources.{spec.name}: record {i} has neither '{cols['messages']}' nor "
-                         f"'{cols['instruction']}'/'{cols['output']}'",
+        raise ClikaError(f"{key}: neither '{cols['messages']}' nor '{cols['instruction']}'/'{cols['output']}'",
                          fix="map the columns with columns.instruction / input / output / messages")
     return {"instruction": str(row[cols["instruction"]]), "input": str(row.get(cols["input"]) or ""),
             "output": str(row[cols["output"]])}
@@ -120,10 +154,10 @@ def _canonical(row: dict[str, Any], spec: SourceSpec, i: int) -> dict[str, Any]:
 
 def load_records(spec: SourceSpec, cache_dir: str | Path) -> list[dict[str, Any]]:
     """All records of a source in the canonical schema (HF streaming stops after `limit`)."""
-    rows: Iterable = _raw_rows(spec, Path(cache_dir))
+    rows: Iterable[Row] = _raw_rows(spec, Path(cache_dir))
     if spec.limit is not None:
         rows = islice(rows, spec.limit)
-    out = [_canonical(r, spec, i) for i, r in enumerate(rows)]
+    out = [_canonical(row, spec, where) for where, row in rows]
     if not out:
         raise ClikaError(f"data.mix.sources.{spec.name}: no records", fix="check the path and the columns map")
     return out

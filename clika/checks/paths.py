@@ -1,0 +1,23 @@
+"""Output folders: the run dir must be writable before anything is written into it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from clika.errors import ClikaError
+
+
+def check_output_dir(path: str | Path, key: str = "paths.output_dir") -> Path:
+    """Create the output dir and prove it is writable (a temp file written and removed)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".clika-write-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ClikaError(f"{key}: cannot write to '{path}' ({e.strerror or type(e).__name__})",
+                         fix="point hydra.run.dir (or paths.log_dir) at a writable folder") from None
+    return path
