@@ -73,22 +73,14 @@ def _parse_csqa(row, path, line, lang):
     return Item(str(_need(row, "id", path, line)), "x_csqa", lang, q["stem"], list(texts), labels.index(key))
 
 
-def _parse_qa(dataset):
+def _parse_options(dataset: str, question_key: str, options_key: str):
+    """Records {id, <question_key>, <options_key>: [...], label}: x_geo / x_name ("questions", "answers")
+    and users' own data ("question", "options")."""
     def parse(row, path, line, lang):
-        answers = _need(row, "answers", path, line)
-        if not isinstance(answers, list) or len(answers) < 2:
-            raise ClikaError(f"{path}:{line}: 'answers' must be a list of >= 2 options", fix="fix the record")
-        return Item(str(_need(row, "id", path, line)), dataset, lang, _need(row, "questions", path, line),
-                    [str(a) for a in answers], _label(_need(row, "label", path, line), len(answers), path, line))
-    return parse
-
-
-def _parse_generic(dataset):
-    def parse(row, path, line, lang):
-        options = _need(row, "options", path, line)
+        options = _need(row, options_key, path, line)
         if not isinstance(options, list) or len(options) < 2:
-            raise ClikaError(f"{path}:{line}: 'options' must be a list of >= 2 strings", fix="fix the record")
-        return Item(str(_need(row, "id", path, line)), dataset, lang, _need(row, "question", path, line),
+            raise ClikaError(f"{path}:{line}: '{options_key}' must be a list of >= 2 options", fix="fix the record")
+        return Item(str(_need(row, "id", path, line)), dataset, lang, _need(row, question_key, path, line),
                     [str(o) for o in options], _label(_need(row, "label", path, line), len(options), path, line))
     return parse
 
@@ -106,15 +98,17 @@ REGISTRY: dict[str, DatasetInfo] = {
                           _parse_copa, "copa"),
     "x_csqa": DatasetInfo("x_csqa", lambda r, l: r / "x_csqa" / DIRS["x_csqa"][l] / "validation.jsonl",
                           _parse_csqa, "mcq"),
-    "x_geo": DatasetInfo("x_geo", lambda r, l: r / "x_geo" / l / f"{l}_geo_data.jsonl", _parse_qa("x_geo"), "mcq"),
+    "x_geo": DatasetInfo("x_geo", lambda r, l: r / "x_geo" / l / f"{l}_geo_data.jsonl",
+                         _parse_options("x_geo", "questions", "answers"), "mcq"),
     "x_name": DatasetInfo("x_name", lambda r, l: r / "x_name" / l / f"{l}_name_data_generate.jsonl",
-                          _parse_qa("x_name"), "mcq"),
+                          _parse_options("x_name", "questions", "answers"), "mcq"),
 }
 
 
 def jsonl_dataset(name: str, directory: str | Path) -> DatasetInfo:
     """Users' own data: `<directory>/<lang>.jsonl` with {"id", "question", "options": [...], "label"}."""
-    return DatasetInfo(name, lambda r, l, d=Path(directory): d / f"{l}.jsonl", _parse_generic(name), "mcq")
+    return DatasetInfo(name, lambda r, l, d=Path(directory): d / f"{l}.jsonl",
+                       _parse_options(name, "question", "options"), "mcq")
 
 
 def check_root(root: str | Path | None) -> Path:

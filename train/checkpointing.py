@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from clika.atomic import atomic_file
 from clika.errors import ClikaError
 from train.recovery import warn_recovered
 
@@ -95,19 +95,6 @@ def find_resumable_checkpoint(run_dir_or_ckpt: str | Path, fallback: bool = True
     return None
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """TorchCheckpointIO that never leaves a half-written checkpoint: temp file beside the target, fsync,
     os.replace (atomic on POSIX), fsync of the folder. Remote (fsspec URL) paths use the parent class."""
@@ -118,19 +105,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                             f" is not supported for `{self.__class__.__name__}`.")
         if "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        with atomic_file(path, "wb", fsync=True) as f:
+            torch.save(checkpoint, f)
 
 
 class AtomicCheckpoints(pl.Callback):

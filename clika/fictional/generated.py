@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Mapping
 
@@ -31,9 +32,10 @@ CORPUS_KINDS = ("fictional_pt", "fictional_sft")
 
 
 def generator_version() -> str:
-    """Hash of every module whose code or tables shape a generated world and its records."""
+    """Hash of every module and table that shapes a generated world and its records."""
     src = "".join(inspect.getsource(m) for m in (names, texts, world, records, layout))
-    return hashlib.sha256(src.encode()).hexdigest()[:12]
+    tables = resources.files("clika").joinpath("assets/fictional/spelling.json").read_text(encoding="utf-8")
+    return hashlib.sha256((src + tables).encode()).hexdigest()[:12]
 
 
 def world_params(params: Mapping | None = None) -> dict:

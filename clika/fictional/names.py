@@ -22,8 +22,10 @@ generator rejects such names, so this module only has to be deterministic, not i
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections import Counter
+from importlib import resources
 
 Syllable = tuple[str, str, str]  # (onset, vowel, coda); coda only on a word's last syllable
 Name = tuple[Syllable, ...]
@@ -36,60 +38,14 @@ ENDING = "ia"  # continent ending: Tavor-ia, Tavor-ien, Тавор-ия ...
 
 NAME_STYLES = ("word", "char")
 
-# --- zh: syllable -> homophone characters; the first is the canonical ("char" style) one. ---
-ZH_POOLS = {
-    "a": "阿雅娅丫", "e": "埃艾蔼霭", "i": "伊依怡漪", "o": "奥欧鸥澳", "u": "乌吾梧邬",
-    "ba": "巴芭笆粑", "be": "贝蓓倍焙", "bi": "比碧毕璧", "bo": "博波柏泊", "bu": "布步卜埠",
-    "da": "达妲答笪", "de": "德得黛戴", "di": "迪笛狄荻", "do": "多朵铎哆", "du": "杜都笃渡",
-    "ga": "加嘉迦伽", "ge": "盖格葛歌", "gi": "吉佶洁桔", "go": "戈果郭国", "gu": "古谷固顾",
-    "ka": "卡喀咖佧", "ke": "克珂柯可", "ki": "基奇琦绮", "ko": "科寇蔻考", "ku": "库酷窟枯",
-    "la": "拉菈喇啦", "le": "勒乐莱蕾", "li": "利莉丽黎", "lo": "洛珞络落", "lu": "卢璐露路",
-    "ma": "马玛码麻", "me": "梅美媚玫", "mi": "米弥密蜜", "mo": "莫摩墨茉", "mu": "穆姆牧慕",
-    "na": "纳娜那钠", "ne": "内涅讷聂", "ni": "尼妮霓倪", "no": "诺挪糯喏", "nu": "努弩孥奴",
-    "pa": "帕葩琶杷", "pe": "佩沛珮配", "pi": "皮琵丕霹", "po": "坡珀婆颇", "pu": "普蒲浦圃",
-    "ra": "腊蜡辣剌", "re": "雷瑞芮锐", "ri": "里理李鲤", "ro": "罗萝逻箩", "ru": "鲁如茹儒",
-    "sa": "萨飒撒洒", "se": "塞瑟色赛", "si": "西锡茜熙", "so": "索梭娑琐", "su": "苏素酥肃",
-    "ta": "塔踏獭拓", "te": "特忒泰苔", "ti": "蒂提缇堤", "to": "托陀驼妥", "tu": "图途涂土",
-    "va": "瓦娃哇佤", "ve": "韦威葳苇", "vi": "维薇惟唯", "vo": "沃握渥窝", "vu": "伍舞务雾",
-    "za": "扎咋札匝", "ze": "泽则择责", "zi": "齐孜兹姿", "zo": "佐左作祚", "zu": "祖足族卒",
-    "sha": "沙莎纱砂", "she": "谢舍佘社", "shi": "希晞曦汐", "sho": "肖绍邵朔", "shu": "舒书淑姝",
-    # codas and the continent ending: one character each (shared in both styles)
-    "-n": "恩", "-r": "尔", "-s": "斯", "-ia": "亚",
-}
-
-# --- ja "char" style: one man'yōgana-like kanji per syllable (shared across names). ---
-JA_KANJI = {
-    "a": "阿", "i": "伊", "u": "宇", "e": "江", "o": "於",
-    "ka": "加", "ki": "幾", "ku": "久", "ke": "計", "ko": "古",
-    "ga": "我", "gi": "岐", "gu": "具", "ge": "気", "go": "吾",
-    "sa": "佐", "si": "斯", "su": "須", "se": "世", "so": "曽",
-    "za": "射", "zi": "自", "zu": "受", "ze": "是", "zo": "俗",
-    "ta": "多", "ti": "知", "tu": "都", "te": "天", "to": "刀",
-    "da": "太", "di": "治", "du": "豆", "de": "出", "do": "度",
-    "na": "奈", "ni": "仁", "nu": "奴", "ne": "根", "no": "乃",
-    "ma": "万", "mi": "美", "mu": "牟", "me": "女", "mo": "毛",
-    "la": "良", "li": "理", "lu": "留", "le": "礼", "lo": "呂",
-    "ra": "羅", "ri": "里", "ru": "流", "re": "例", "ro": "路",
-    "ba": "婆", "bi": "備", "bu": "夫", "be": "辺", "bo": "菩",
-    "pa": "波", "pi": "比", "pu": "布", "pe": "部", "po": "保",
-    "va": "和", "vi": "為", "vu": "烏", "ve": "恵", "vo": "乎",
-    "sha": "紗", "shi": "志", "shu": "朱", "she": "舎", "sho": "庄",
-    "-n": "云", "-r": "爾", "-s": "寿", "-ia": "亜",
-}
-
-# --- ja "word" style: katakana. ---
-_KANA_ROWS = {
-    "": "アイウエオ", "k": "カキクケコ", "g": "ガギグゲゴ", "n": "ナニヌネノ", "m": "マミムメモ",
-    "l": "ラリルレロ", "r": "ラリルレロ", "b": "バビブベボ", "p": "パピプペポ",
-}
-_KANA_SPECIAL = {
-    "sa": "サ", "si": "スィ", "su": "ス", "se": "セ", "so": "ソ",
-    "za": "ザ", "zi": "ジ", "zu": "ズ", "ze": "ゼ", "zo": "ゾ",
-    "ta": "タ", "ti": "ティ", "tu": "トゥ", "te": "テ", "to": "ト",
-    "da": "ダ", "di": "ディ", "du": "ドゥ", "de": "デ", "do": "ド",
-    "va": "ヴァ", "vi": "ヴィ", "vu": "ヴ", "ve": "ヴェ", "vo": "ヴォ",
-    "sha": "シャ", "shi": "シ", "shu": "シュ", "she": "シェ", "sho": "ショ",
-}
+# Spelling tables (clika/assets/fictional/spelling.json): zh syllable -> homophone characters (the first is the
+# canonical "char" style one; "word" style draws the least used), ja "char" style man'yōgana-like kanji (one per
+# syllable, shared across names), ja "word" style katakana rows and special syllables.
+_TABLES = json.loads(resources.files("clika").joinpath("assets/fictional/spelling.json").read_text(encoding="utf-8"))
+ZH_POOLS: dict[str, str] = _TABLES["zh_pools"]
+JA_KANJI: dict[str, str] = _TABLES["ja_kanji"]
+_KANA_ROWS: dict[str, str] = _TABLES["kana_rows"]
+_KANA_SPECIAL: dict[str, str] = _TABLES["kana_special"]
 _KANA_CODA = {"n": "ン", "r": "ー", "s": "ス"}
 
 _RU = {"b": "б", "d": "д", "g": "г", "k": "к", "l": "л", "m": "м", "n": "н", "p": "п", "r": "р",

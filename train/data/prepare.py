@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from clika.atomic import atomic_file
 from clika.errors import ClikaError
 from train.data.processing import encode_sft, pack_pt
 from train.data.sources import SourceSpec, load_records
@@ -97,15 +96,9 @@ def prepare_source(spec: SourceSpec, tokenizer, processing: dict[str, Any], cach
     path = cache_dir / "tokenized" / f"{spec.name}-{cache_key(spec, tokenizer, processing)}.npz"
     if not path.exists():
         arrays = _tokenize(spec, tokenizer, processing, cache_dir)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, ids=arrays["ids"], labels=arrays["labels"], offsets=arrays["offsets"],
-                         stats=np.array(json.dumps(arrays["stats"])))
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with atomic_file(path, "wb") as f:
+            np.savez(f, ids=arrays["ids"], labels=arrays["labels"], offsets=arrays["offsets"],
+                     stats=np.array(json.dumps(arrays["stats"])))
     with np.load(path) as z:
         return Tokenized(spec.name, spec.lang, spec.schema, z["ids"], z["labels"], z["offsets"],
                          {**json.loads(str(z["stats"])), "cache": str(path)})
