@@ -86,14 +86,19 @@ def _mean(vals: list[float]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+# summarised next to acc / ra / en_co when a circular run reports them (clika.circular, clika.bias)
+CIRCULAR_KEYS = ("acc_circ", "ra_circ", "en_co_circ", "en_co_answer")
+
+
 def aggregate(per_dataset: Mapping[str, dict], streams: Mapping[str, Sequence[str]]) -> dict:
     """Means over the non-English languages per dataset, per stream and overall."""
     def summary(names: Sequence[str]) -> dict:
         out = {}
-        for key in ("acc", "ra", "en_co"):
+        for key in ("acc", "ra", "en_co", *CIRCULAR_KEYS):
             vals = [per_dataset[d]["langs"][l].get(key) for d in names if d in per_dataset
                     for l in per_dataset[d]["langs"] if l != "en"]
-            out[key] = _mean(vals)
+            if key not in CIRCULAR_KEYS or any(v is not None for v in vals):  # circular keys: circular runs only
+                out[key] = _mean(vals)
         return out
 
     out = {"datasets": {d: summary([d]) for d in per_dataset}}
