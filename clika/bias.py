@@ -39,7 +39,7 @@ def position_bias(preds: Sequence[int], labels: Sequence[int], letters: str) -> 
         counts[p] += 1
     n = len(answered)
     top = max(range(k), key=counts.__getitem__)
-    entropy = -sum(c / n * math.log(c / n) for c in counts if c) / math.log(k) if n and k > 1 else None
+    entropy = sum(c / n * math.log(n / c) for c in counts if c) / math.log(k) if n and k > 1 else None
     gold = [sum(1 for g in labels if g == j) for j in range(k)]
     hits = [sum(1 for p, g in answered if g == j and p == j) for j in range(k)]
     recall = {letters[j]: hits[j] / gold[j] for j in range(k) if gold[j]}

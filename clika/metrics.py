@@ -5,6 +5,9 @@
   en-CO is CO(en, l). Both sets empty → 0.0 (no knowledge shared). The chance-adjusted variant
   compares with two independent guessers of the same accuracies p, q, whose expected CO is
   pq / (p + q - pq):  (CO - E) / (1 - E)  (kappa-style; 0 = chance agreement, 1 = identical sets).
+
+Circular evaluation (clika.circular) and the answer-identity CO (clika.bias) reuse these functions on the
+correctness under every rotation; `aggregate` also summarises their keys when present.
 """
 
 from __future__ import annotations
