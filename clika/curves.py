@@ -115,7 +115,8 @@ def plot_curves(csv_paths: Sequence[str | Path], out: str | Path,
                                       label=lang if k == 0 else None)
                     if k == 0:
                         handles.setdefault(lang, line)
-        ax.set_title(f"{ds} {PANEL_TITLES.get(metric, metric)}" + (f"  ({' vs '.join(labels)})" if len(runs) > 1 else ""), fontsize=9)
+        ax.set_title(f"{ds} {PANEL_TITLES.get(metric, metric)}"
+                     + (f"  ({' vs '.join(labels)})" if len(runs) > 1 else ""), fontsize=9)
         ax.set_xlabel(x, fontsize=8), ax.set_ylim(-0.02, 1.02)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
