@@ -15,7 +15,11 @@ from clika.jsonl import atomic_write_text
 from clika.languages import LANGS
 
 COLUMNS = ["step", "tokens_seen", "epoch", "dataset", "lang", "acc", "ra", "en_co", "en_co_adj",
-           "acc_type0", "acc_type1", "xrr", "n", "scorer"]
+           "acc_type0", "acc_type1", "xrr", "n", "scorer",
+           "acc_circ", "acc_rot", "ra_circ", "en_co_circ", "en_co_answer",  # clika.circular runs only
+           "bias_letter", "bias_share", "bias_entropy", "bias_rstd"]  # position-bias report (clika.bias)
+TEXT = ("dataset", "lang", "scorer", "bias_letter")
+PANEL_TITLES = {"bias_share": "most-chosen-letter share", "en_co_answer": "answer-identity en-CO"}
 
 
 def metrics_to_rows(metrics: dict, step: int, tokens_seen: int, epoch: int) -> list[dict]:
@@ -28,7 +32,9 @@ def metrics_to_rows(metrics: dict, step: int, tokens_seen: int, epoch: int) -> l
                          "acc": v.get("acc"), "ra": v.get("ra"), "en_co": v.get("en_co"),
                          "en_co_adj": v.get("en_co_adj"), "acc_type0": v.get("acc_type0"),
                          "acc_type1": v.get("acc_type1"), "xrr": v.get("xrr"), "n": v.get("n"),
-                         "scorer": metrics.get("scorer")})
+                         "scorer": metrics.get("scorer"),
+                         **{k: v.get(k) for k in ("acc_circ", "acc_rot", "ra_circ", "en_co_circ", "en_co_answer")},
+                         **{f"bias_{k}": (v.get("bias") or {}).get(k) for k in ("letter", "share", "entropy", "rstd")}})
     return rows
 
 
@@ -42,8 +48,7 @@ def read_rows(path: str | Path) -> list[dict]:
 
 def typed(rows: Iterable[dict]) -> list[dict]:
     """CSV rows with numbers as numbers and empty cells as None (as `metrics_to_rows` makes them)."""
-    text = ("dataset", "lang", "scorer")
-    return [{k: v if k in text else (None if v in ("", None) else _num(v)) for k, v in r.items()} for r in rows]
+    return [{k: v if k in TEXT else (None if v in ("", None) else _num(v)) for k, v in r.items()} for r in rows]
 
 
 def write_rows(path: str | Path, rows: Iterable[dict]) -> Path:
@@ -77,9 +82,11 @@ def _num(v):
         return None
 
 
-def plot_curves(csv_paths: Sequence[str | Path], out: str | Path, metrics: Sequence[str] = ("acc", "en_co"),
+def plot_curves(csv_paths: Sequence[str | Path], out: str | Path,
+                metrics: Sequence[str] = ("acc", "en_co", "acc_circ", "en_co_answer", "bias_share"),
                 labels: Sequence[str] | None = None, x: str = "step") -> Path:
-    """One panel per dataset × metric, one line per language; several runs overlay with line styles.
+    """One panel per dataset × metric with data, one line per language; several runs overlay with line styles.
+    Circular and bias panels appear when the rows hold them (acc_circ / en_co_answer: clika.circular runs).
 
     Uses matplotlib's object API (no pyplot state), so the training callback can draw on a worker thread.
     """
@@ -108,7 +115,8 @@ def plot_curves(csv_paths: Sequence[str | Path], out: str | Path, metrics: Seque
                                       label=lang if k == 0 else None)
                     if k == 0:
                         handles.setdefault(lang, line)
-        ax.set_title(f"{ds} {metric}" + (f"  ({' vs '.join(labels)})" if len(runs) > 1 else ""), fontsize=9)
+        ax.set_title(f"{ds} {PANEL_TITLES.get(metric, metric)}"
+                     + (f"  ({' vs '.join(labels)})" if len(runs) > 1 else ""), fontsize=9)
         ax.set_xlabel(x, fontsize=8), ax.set_ylim(-0.02, 1.02)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")

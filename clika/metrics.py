@@ -5,6 +5,9 @@
   en-CO is CO(en, l). Both sets empty → 0.0 (no knowledge shared). The chance-adjusted variant
   compares with two independent guessers of the same accuracies p, q, whose expected CO is
   pq / (p + q - pq):  (CO - E) / (1 - E)  (kappa-style; 0 = chance agreement, 1 = identical sets).
+
+Circular evaluation (clika.circular) and the answer-identity CO (clika.bias) reuse these functions on the
+correctness under every rotation; `aggregate` also summarises their keys when present.
 """
 
 from __future__ import annotations
@@ -86,14 +89,19 @@ def _mean(vals: list[float]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+# summarised next to acc / ra / en_co when a circular run reports them (clika.circular, clika.bias)
+CIRCULAR_KEYS = ("acc_circ", "ra_circ", "en_co_circ", "en_co_answer")
+
+
 def aggregate(per_dataset: Mapping[str, dict], streams: Mapping[str, Sequence[str]]) -> dict:
     """Means over the non-English languages per dataset, per stream and overall."""
     def summary(names: Sequence[str]) -> dict:
         out = {}
-        for key in ("acc", "ra", "en_co"):
+        for key in ("acc", "ra", "en_co", *CIRCULAR_KEYS):
             vals = [per_dataset[d]["langs"][l].get(key) for d in names if d in per_dataset
                     for l in per_dataset[d]["langs"] if l != "en"]
-            out[key] = _mean(vals)
+            if key not in CIRCULAR_KEYS or any(v is not None for v in vals):  # circular keys: circular runs only
+                out[key] = _mean(vals)
         return out
 
     out = {"datasets": {d: summary([d]) for d in per_dataset}}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from clika.jsonl import atomic_write_text, write_json, write_jsonl
 from clika.languages import LANGS
+from clika.metrics import CIRCULAR_KEYS
 
 
 def _pct(v) -> str:
@@ -16,20 +17,44 @@ def _pct(v) -> str:
 def markdown_report(metrics: dict, title: str = "CLiKA evaluation") -> str:
     lines = [f"# {title}", "",
              f"scorer `{metrics['scorer']}` (letter form `{metrics['letter_form']}`), prompts `{metrics['prompt_style']}`"
-             f", subset {metrics['limit'] or 'all'} items (seed {metrics['seed']}). Values in %.", ""]
+             f", subset {metrics['limit'] or 'all'} items (seed {metrics['seed']})"
+             + (", circular (every rotation of the options; acc/ra/en_co are rotation 0's = the plain run)"
+                if metrics.get("circular") else "") + ". Values in %.", ""]
     for ds, m in metrics["datasets"].items():
         langs = [l for l in LANGS if l in m["langs"]]
         lines += [f"## {ds} ({m['n_options']} options, RA reference {m['ref']})", "",
                   "| metric | " + " | ".join(langs) + " |", "|---|" + "---:|" * len(langs)]
-        for key in ("acc", "ra", "en_co", "en_co_adj"):
+        keys = ("acc", "ra", "en_co", "en_co_adj") + (CIRCULAR_ROWS if m.get("circular") else ())
+        for key in keys:
             lines.append(f"| {key} | " + " | ".join(_pct(m["langs"][l].get(key)) for l in langs) + " |")
         lines.append("| n | " + " | ".join(str(m["langs"][l]["n"]) for l in langs) + " |")
+        lines += _bias_rows(m, langs)
         lines.append("")
-    lines += ["## Summary (mean over non-English languages)", "", "| group | acc | RA | en-CO |", "|---|---:|---:|---:|"]
     s = metrics["summary"]
+    extra = [k for k in CIRCULAR_KEYS if k in s["overall"]]
+    lines += ["## Summary (mean over non-English languages)", "",
+              "| group | acc | RA | en-CO |" + "".join(f" {k} |" for k in extra), "|---|---:|---:|---:|" + "---:|" * len(extra)]
     for group, vals in [*s["streams"].items(), ("overall", s["overall"])]:
-        lines.append(f"| {group} | {_pct(vals['acc'])} | {_pct(vals['ra'])} | {_pct(vals['en_co'])} |")
+        lines.append(f"| {group} | {_pct(vals['acc'])} | {_pct(vals['ra'])} | {_pct(vals['en_co'])} |"
+                     + "".join(f" {_pct(vals.get(k))} |" for k in extra))
     return "\n".join(lines) + "\n"
+
+
+CIRCULAR_ROWS = ("acc_circ", "acc_rot", "ra_circ", "en_co_circ", "en_co_circ_adj", "en_co_answer", "en_co_answer_adj")
+
+
+def _bias_rows(m: dict, langs: list[str]) -> list[str]:
+    """The position-bias report (clika.bias) under a dataset's table."""
+    bias = [m["langs"][l].get("bias") or {} for l in langs]
+    if not any(bias):
+        return []
+
+    def row(name: str, fmt) -> str:
+        return f"| {name} | " + " | ".join(fmt(b) if b else "–" for b in bias) + " |"
+
+    return [row("most-chosen letter (share %)", lambda b: f"{b['letter'] or '–'} ({_pct(b['share'])})"),
+            row("chosen-letter entropy (normalised)", lambda b: "–" if b["entropy"] is None else f"{b['entropy']:.2f}"),
+            row("RStd of recalls (%)", lambda b: _pct(b["rstd"]))]
 
 
 def plot_accuracy(metrics: dict, path: Path) -> Path:

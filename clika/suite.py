@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Hashable, Mapping, Sequence
 
+from clika import circular as circ
+from clika.bias import answer_identity_metrics, position_bias
 from clika.datasets import REGISTRY, DatasetInfo, Item, jsonl_dataset, load_parallel, subset_indices
 from clika.errors import ClikaError
 from clika.languages import LANGS
@@ -40,6 +42,7 @@ class Suite:
     max_new_tokens: int = 8
     reference: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_REF))
     bootstrap: int = 1000
+    circular: bool = False  # every cyclic rotation of the options (clika.circular)
 
     @property
     def registry(self) -> dict[str, DatasetInfo]:
@@ -62,11 +65,14 @@ class Suite:
             raise ClikaError(f"clika.prompt_style: unknown style '{self.prompt_style}'", fix=f"choose from {STYLES}")
         if self.limit is not None and self.limit <= 0:
             raise ClikaError("clika.limit must be a positive integer or null", fix="e.g. clika.limit=50")
+        circ.check_rotatable(self.circular, self.scorer, "clika.scorer")
         return self
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Suite":
         known = {k: v for k, v in dict(d).items() if k in cls.__dataclass_fields__}
+        if "protocol" in d:  # clika.protocol (issue #12) names the release protocol `paper`, which cannot rotate
+            circ.check_rotatable(bool(d.get("circular")), d["protocol"], "clika.protocol")
         for key in ("datasets", "langs"):
             if key in known:
                 known[key] = list(known[key])
@@ -90,7 +96,8 @@ def load_suite_items(suite: Suite) -> dict[str, dict[str, list[Item]]]:
 @dataclass
 class DatasetTask:
     """One multiple-choice dataset in several languages: a request set per language, the CLiKA metrics
-    (accuracy, RA, en-CO, the CO matrix) over them."""
+    (accuracy, RA, en-CO, the CO matrix) and the position-bias report over them. `circular`: each language's
+    set holds every rotation of every item (clika.circular); the plain metrics are rotation 0's."""
 
     name: str
     items: Mapping[str, list[Item]]  # lang -> items, parallel across languages
@@ -100,21 +107,40 @@ class DatasetTask:
     ref: float
     bootstrap: int = 1000
     seed: int = 1234
+    circular: bool = False
+
+    def presented(self) -> dict[str, list[Item]]:
+        """The items as asked: as published, or (circular) every rotation of each, item-major."""
+        return {lang: circ.rotations(its) if self.circular else list(its) for lang, its in self.items.items()}
 
     def prompts(self, tokenizer=None) -> dict[str, list[str]]:
         return {lang: [render(it, self.template, self.prompt_style, tokenizer) for it in its]
-                for lang, its in self.items.items()}
+                for lang, its in self.presented().items()}
 
     def request_sets(self, tokenizer) -> list[RequestSet]:
-        prompts = self.prompts(tokenizer)
+        presented, prompts = self.presented(), self.prompts(tokenizer)
         return [RequestSet((self.name, lang), self.scorer,
                            [Request(it.uid, p, it.letters, it.options, it.label) for it, p in zip(its, prompts[lang])])
-                for lang, its in self.items.items()]
+                for lang, its in presented.items()]
 
     def metrics(self, results: Mapping[Hashable, list[Result]]) -> dict:
-        correct = {lang: [r.correct for r in results[(self.name, lang)]] for lang in self.items}
+        res = {lang: results[(self.name, lang)] for lang in self.items}
+        groups = {lang: circ.group(res[lang], its) for lang, its in self.items.items()} if self.circular else None
+        plain = {lang: [g[0] for g in groups[lang]] for lang in groups} if groups else res
         n_options = len(next(iter(self.items.values()))[0].options)
-        return dataset_metrics(correct, n_options, self.ref, self.bootstrap, self.seed)
+        letters = max((it.letters for its in self.items.values() for it in its), key=len)
+        out = dataset_metrics({lang: [r.correct for r in rs] for lang, rs in plain.items()}, n_options, self.ref,
+                              self.bootstrap, self.seed)
+        for lang, rs in res.items():  # every prompt shown (all rotations when circular)
+            out["langs"][lang]["bias"] = position_bias([r.pred for r in rs], [r.label for r in rs], letters)
+        out["circular"] = self.circular
+        if groups:
+            extra = circ.circular_metrics(groups, n_options, self.ref)
+            answer = answer_identity_metrics({lang: circ.chosen_options(g) for lang, g in groups.items()})
+            for lang in out["langs"]:
+                out["langs"][lang].update(extra["langs"][lang], **answer.get(lang, {}))
+            out["co_matrix_circ"] = extra["co_matrix_circ"]
+        return out
 
 
 def suite_tasks(suite: Suite, items: Mapping[str, Mapping[str, list[Item]]]) -> list[DatasetTask]:
@@ -122,14 +148,14 @@ def suite_tasks(suite: Suite, items: Mapping[str, Mapping[str, list[Item]]]) -> 
     registry = suite.registry
     return [DatasetTask(ds, {lang: by_lang[lang] for lang in suite.langs if lang in by_lang},
                         registry[ds].template, suite.prompt_style, scorer, suite.reference[ds], suite.bootstrap,
-                        suite.seed)
+                        suite.seed, suite.circular)
             for ds, by_lang in items.items()]
 
 
 def suite_metrics(suite: Suite, per_dataset: Mapping[str, dict]) -> dict:
     return {"datasets": dict(per_dataset), "summary": aggregate(per_dataset, suite.streams),
             "scorer": suite.scorer, "letter_form": f"Answer:{suite.letter_delimiter}<letter>",
-            "prompt_style": suite.prompt_style, "limit": suite.limit, "seed": suite.seed}
+            "prompt_style": suite.prompt_style, "limit": suite.limit, "seed": suite.seed, "circular": suite.circular}
 
 
 def run_suite(model, tokenizer, suite: Suite, rank: int = 0, world: int = 1, gather: Gather | None = None,

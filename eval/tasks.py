@@ -32,7 +32,7 @@ def dump_prompts(cfg: DictConfig) -> dict:
     written = []
     for task in suite_tasks(suite, load_suite_items(suite)):
         for lang, prompts in task.prompts(tokenizer).items():
-            rows = [{"uuid": it.uid, "input": p} for it, p in zip(task.items[lang], prompts)]
+            rows = [{"uuid": it.uid, "input": p} for it, p in zip(task.presented()[lang], prompts)]
             written.append(write_jsonl(out / "prompts" / task.name / f"{lang}.jsonl", rows))
     print(f"wrote {len(written)} prompt files under {out / 'prompts'}")
     return {"files": [str(p) for p in written]}

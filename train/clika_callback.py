@@ -24,6 +24,9 @@ from clika.suite import Suite, load_suite_items, suite_metrics, suite_tasks
 from clika.task import run_tasks
 
 log = logging.getLogger(__name__)
+# alignment.csv columns logged as clika/<dataset>/<lang>/<key> (bias_* as .../bias/<share|entropy|rstd>)
+LOGGED = ("acc", "ra", "en_co", "acc_type0", "acc_type1", "xrr", "acc_circ", "acc_rot", "ra_circ", "en_co_circ",
+          "en_co_answer", "bias_share", "bias_entropy", "bias_rstd")
 
 
 def _gather(obj: Any) -> list:
@@ -35,11 +38,14 @@ def _gather(obj: Any) -> list:
 class ClikaEvalCallback(pl.Callback):
     def __init__(self, suite: dict | None, output_dir: str, every_n_steps: int = 0, on_start: bool = True,
                  on_checkpoint: bool = True, on_end: bool = True, fictional: dict | None = None,
-                 limit: int | None = None, langs: list[str] | None = None, bootstrap: int | None = 0):
-        """`suite` is the `clika` config (eval suite); `limit` / `langs` / `bootstrap` override it for cheap
-        curves (bootstrap 0: no confidence interval, which was an eighth of an evaluation's cost).
-        `fictional` is a `conf/fictional` config (the probe of the Fictional stream), or None."""
+                 limit: int | None = None, langs: list[str] | None = None, bootstrap: int | None = 0,
+                 circular: bool | None = None):
+        """`suite` is the `clika` config (eval suite); `limit` / `langs` / `bootstrap` / `circular` override it
+        for cheap curves (bootstrap 0: no confidence interval, which was an eighth of an evaluation's cost;
+        circular null: clika.circular). `fictional` is a `conf/fictional` config (the Fictional probe), or None."""
         self.suite_cfg = dict(suite or {})
+        if circular is not None:
+            self.suite_cfg["circular"] = circular
         if bootstrap is not None:
             self.suite_cfg["bootstrap"] = bootstrap
         if limit is not None:
@@ -174,9 +180,9 @@ class ClikaEvalCallback(pl.Callback):
             self._redraw()
         flat: dict[str, float] = {"tokens_seen": float(tokens), "clika/eval_seconds": self.seconds}
         for r in rows:
-            for key in ("acc", "ra", "en_co", "acc_type0", "acc_type1", "xrr"):
+            for key in LOGGED:
                 if r.get(key) is not None:
-                    flat[f"clika/{r['dataset']}/{r['lang']}/{key}"] = float(r[key])
+                    flat[f"clika/{r['dataset']}/{r['lang']}/{key.replace('bias_', 'bias/')}"] = float(r[key])
         for stream, vals in metrics.get("summary", {}).get("streams", {}).items():
             for key, val in vals.items():
                 if isinstance(val, (int, float)) and val is not None:

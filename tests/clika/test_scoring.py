@@ -85,15 +85,15 @@ class _Captured(Exception):
     pass
 
 
-@pytest.mark.parametrize("scorer", ["letter", "cloze"])
-def test_log_probs_do_not_depend_on_the_number_of_ranks(tiny, data_root, scorer):
+@pytest.mark.parametrize("scorer, circular", [("letter", False), ("cloze", False), ("letter", True)])
+def test_log_probs_do_not_depend_on_the_number_of_ranks(tiny, data_root, scorer, circular):
     """Each rank scores its padded shard; gathered and unsharded, per-item log-probs equal one rank's."""
     from clika.suite import Suite, load_suite_items, suite_tasks
     from clika.task import score_sets
 
     model, tok = tiny
     suite = Suite.from_dict({"data_root": str(data_root), "datasets": ["x_copa", "x_csqa"], "langs": ["en", "ja"],
-                             "limit": 7, "scorer": scorer, "batch_size": 4})
+                             "limit": 7, "scorer": scorer, "batch_size": 4, "circular": circular})
     sets = [s for t in suite_tasks(suite, load_suite_items(suite)) for s in t.request_sets(tok)]
     one = score_sets(model, tok, sets)
     for world in (2, 3):

@@ -60,6 +60,8 @@ def test_rescore_task_all_systems(data_root, tmp_path):
     (["clika.langs=[en,xx]"], "unknown language 'xx'"),
     (["task=frobnicate"], "unknown task 'frobnicate'"),
     (["task=rescore"], "results_dir is not set"),
+    (["clika.circular=true", "clika.scorer=generate"], "clika.circular=true cannot rotate the options under "
+                                                         "clika.scorer=generate"),
 ])
 def test_bad_config_is_one_line_error(data_root, tmp_path, args, message):
     proc = run_eval(args, data_root, tmp_path, check=False)

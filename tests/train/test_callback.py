@@ -113,3 +113,22 @@ def test_same_seed_same_config_gives_identical_curves_and_losses(train_cfg, data
         return [r["train/loss"] for r in csv.DictReader((run / "csv" / "version_0" / "metrics.csv").open())
                 if r.get("train/loss")]
     assert losses(runs[0]) == losses(runs[1]) and len(losses(runs[0])) == 3
+
+
+def test_circular_callback_logs_circular_metrics_and_the_bias_report(train_cfg, data_root):
+    """clika.circular=true reaches the callback: alignment.csv, the logged metrics and the curves carry
+    acc_circ / en_co_answer and the position-bias report (clika/<dataset>/<lang>/bias/...)."""
+    out = train(train_cfg(f"paths.clika_data={data_root}", "clika.datasets=[x_copa,x_geo]", "clika.circular=true",
+                          "callbacks.clika.langs=[en,zh]", "callbacks.clika.limit=3", "callbacks.clika.fictional=null",
+                          "trainer.max_steps=2", "trainer.val_check_interval=2", "export.enabled=false"))
+    run = Path(out["run_dir"])
+    rows = _rows(run)
+    assert sorted(rows) == [0, 2] and set(rows[2]) == {(ds, l) for ds in ("x_copa", "x_geo") for l in ("en", "zh")}
+    for r in rows[2].values():
+        assert float(r["acc_circ"]) <= float(r["acc_rot"]) and r["bias_letter"] in "ABCD"
+        assert 0 <= float(r["bias_share"]) <= 1 and r["en_co_answer"] != ""
+    logged = out["metrics"]
+    for key in ("acc_circ", "en_co_circ", "en_co_answer", "bias/share", "bias/entropy", "bias/rstd"):
+        assert f"clika/x_geo/zh/{key}" in logged, key
+    assert logged["clika/x_geo/zh/bias/share"] == pytest.approx(float(rows[2][("x_geo", "zh")]["bias_share"]))
+    assert "clika/factual/acc_circ" in logged and (run / "alignment_curves.png").exists()
