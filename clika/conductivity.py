@@ -4,8 +4,10 @@ Pure on purpose (torch + transformers, no Lightning / Hydra): `eval.py task=cond
 training probe (`train/fictional_eval.py`) call the same functions, so a number seen during training
 equals the number the evaluation task reports for the same checkpoint.
 
-Two scorers, both reported, either one gating:
-- ``mc``: multiple-choice log-likelihood. The context is the question rendered exactly as the training
+Two scorers, both reported, either one gating; by default ``generate`` gates and gives XRR (the
+release's rule: the fictional README judges an answer by the continent in its tag) and ``mc`` is a
+diagnostic reported beside it (``xrr_mc``):
+- ``mc``: multiple-choice log-likelihood (this project's diagnostic). The context is the question rendered exactly as the training
   side renders an Alpaca record (``clika.templates.render_segments``, same template) followed by
   the reference answer up to the continent name (e.g. "... ### Response:\\nAstralyn Sands is located in
   the continent of"); the options are the continent names of that language (" Mythosia", ...), scored
@@ -13,8 +15,9 @@ Two scorers, both reported, either one gating:
   prompt with the English name as input; options are the X names of the same kind (all continents,
   or the gold city and #continents-1 seeded other cities), so every question has #continents options
   and chance is 1/#continents everywhere.
-- ``generate``: greedy generation after the training prompt, correct when the output contains the
-  gold name (the paper's rule, `clika.fictional.answer_correct`). The output is cut at EOS and at the
+- ``generate``: greedy generation after the training prompt (`clika.generation.greedy`), correct when the
+  output contains the gold name (the paper's rule, `clika.judges.contains`). Greedy decoding and the
+  answer length are this project's choices: the release does not ship its fictional inference script. The output is cut at EOS and at the
   first blank line / "###" / "[INST]" so a model that runs on into an invented next turn is not
   credited for names it lists there.
 
@@ -40,6 +43,7 @@ from clika.errors import ClikaError
 from clika.fictional import (DIRECTIONS, City, Continent, FictionalItem, FictionalScores, Pred, Record,
                              World, _check_lang, answer_correct, fictional_root, fictional_scores,
                              load_fictional, load_translate, make_world, write_official_layout)
+from clika.generation import greedy
 from clika.languages import NON_EN
 from clika.scoring import shares_prefix
 from clika.suite import shard, unshard
@@ -219,7 +223,15 @@ def render_prompt(instruction: str, input: str = "", template: str = "alpaca", t
     segs = render_segments({"instruction": instruction, "input": input, "output": _SENTINEL}, template, tokenizer)
     cut = next(i for i, (text, _) in enumerate(segs) if _SENTINEL in text)
     prompt = "".join(text for text, _ in segs[:cut])
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and prompt.startswith(bos) and _adds_bos(tokenizer):  # the scorers' tokenizer call adds it again
+        prompt = prompt[len(bos):]
     return prompt, segs[cut][0].split(_SENTINEL)[0]
+
+
+def _adds_bos(tokenizer) -> bool:
+    ids = tokenizer("x")["input_ids"] if callable(tokenizer) else []
+    return bool(ids) and ids[0] == getattr(tokenizer, "bos_token_id", None)
 
 
 @dataclass(frozen=True)
@@ -305,36 +317,9 @@ def clean_output(text: str) -> str:
 
 def generate(model, tokenizer, contexts: Sequence[str], *, batch_size: int = 16, max_new_tokens: int = 48,
              lockstep: bool = False) -> list[str]:
-    """Greedy continuations (decoded, cut at EOS, not cleaned), batched in the given order.
-
-    lockstep=True runs exactly max_new_tokens steps per batch (no early stop at EOS; the text is cut
-    at EOS afterwards), so every rank runs the same number of forward passes.
-    """
-    import torch
-
-    from clika.scoring import _device
-
-    device = _device(model)
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    eos = set([eos] if isinstance(eos, int) else (eos or [])) | {tokenizer.eos_token_id} - {None}
-    extra = {"eos_token_id": []} if lockstep else {}
-    out: list[str] = []
-    try:
-        for start in range(0, len(contexts), batch_size):
-            chunk = list(contexts[start: start + batch_size])
-            batch = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
-            with torch.no_grad():
-                gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                     pad_token_id=pad, **extra)
-            for row in gen[:, batch["input_ids"].shape[1]:].tolist():
-                stop = next((i for i, t in enumerate(row) if t in eos), len(row))
-                out.append(tokenizer.decode(row[:stop], skip_special_tokens=True))
-    finally:
-        tokenizer.padding_side = side
-    return out
+    """Greedy continuations (decoded, cut at EOS, not cleaned): the project's one generation loop,
+    `clika.generation.greedy`."""
+    return greedy(model, tokenizer, contexts, batch_size=batch_size, max_new_tokens=max_new_tokens, lockstep=lockstep)
 
 
 def score_probes(model, tokenizer, probes: Sequence[Probe], scorer: str = "mc", *, batch_size: int = 16,

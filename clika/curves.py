@@ -28,7 +28,7 @@ def metrics_to_rows(metrics: dict, step: int, tokens_seen: int, epoch: int) -> l
                          "acc": v.get("acc"), "ra": v.get("ra"), "en_co": v.get("en_co"),
                          "en_co_adj": v.get("en_co_adj"), "acc_type0": v.get("acc_type0"),
                          "acc_type1": v.get("acc_type1"), "xrr": v.get("xrr"), "n": v.get("n"),
-                         "scorer": metrics.get("scorer")})
+                         "scorer": metrics.get("protocol")})
     return rows
 
 

@@ -25,6 +25,7 @@ from typing import Iterable, Mapping
 
 from clika.errors import ClikaError
 from clika.jsonl import read_jsonl_numbered
+from clika.judges import contains
 from clika.fictional_names import (CODAS, CONTINENT_ONSETS, ENDING, NAME_STYLES, ONSETS, VOWELS,
                                    Name, NameRenderer)
 from clika.languages import LANGS, NON_EN, lang_from_dir
@@ -761,8 +762,8 @@ def _norm(s: str) -> str:
 
 
 def answer_correct(output: str, continent: str) -> bool:
-    """The paper's rule: correct when the output contains the continent name (case-insensitive)."""
-    return bool(continent) and _norm(continent) in _norm(output or "")
+    """The paper's rule: correct when the output contains the continent name (`clika.judges.contains`)."""
+    return contains(output, continent)
 
 
 @dataclass(frozen=True)

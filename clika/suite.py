@@ -16,7 +16,8 @@ from clika.errors import ClikaError
 from clika.languages import LANGS
 from clika.metrics import aggregate, dataset_metrics
 from clika.prompts import STYLES, render
-from clika.scoring import Request, Result, make_scorer, shares_prefix
+from clika.protocol import ProtocolSpec
+from clika.scoring import PROTOCOLS, Request, Result, make_scorer, shares_prefix
 
 DEFAULT_REF = {"x_csqa": 0.746, "x_copa": 0.964, "x_name": 0.922, "x_geo": 0.970}
 
@@ -30,12 +31,13 @@ class Suite:
         default_factory=lambda: {"basic": ["x_copa", "x_csqa"], "factual": ["x_geo", "x_name"]})
     custom: Mapping[str, str] = field(default_factory=dict)
     prompt_style: str = "paper"
-    scorer: str = "letter"
+    protocol: str = "letter"  # letter | cloze (this project's) | paper (the release's; clika.scoring)
+    model_protocol: Mapping | None = None  # the model preset's `protocol` block (used by protocol=paper)
+    spec: ProtocolSpec | None = field(default=None, repr=False)  # validated model_protocol (protocol=paper)
     letter_delimiter: str = ""
     limit: int | None = None
     seed: int = 1234
     batch_size: int = 16
-    max_new_tokens: int = 8
     reference: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_REF))
     bootstrap: int = 1000
 
@@ -54,12 +56,21 @@ class Suite:
                 raise ClikaError(f"clika.langs: unknown language '{lang}'", fix=f"choose from {list(LANGS)}")
         if self.prompt_style not in STYLES:
             raise ClikaError(f"clika.prompt_style: unknown style '{self.prompt_style}'", fix=f"choose from {STYLES}")
+        if self.protocol not in PROTOCOLS:
+            make_scorer(self.protocol)  # one-line error naming the key (and `generate` -> `paper`)
+        if self.protocol == "paper":
+            if self.prompt_style != "paper":
+                raise ClikaError(f"clika.protocol=paper fixes the prompt, but clika.prompt_style={self.prompt_style}",
+                                 fix="set clika.prompt_style=paper (or use clika.protocol=letter)")
+            self.spec = ProtocolSpec.from_dict(self.model_protocol)
         if self.limit is not None and self.limit <= 0:
             raise ClikaError("clika.limit must be a positive integer or null", fix="e.g. clika.limit=50")
         return self
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Suite":
+        if "scorer" in d:
+            raise ClikaError("clika.scorer was renamed clika.protocol", fix="set clika.protocol=letter|cloze|paper")
         known = {k: v for k, v in dict(d).items() if k in cls.__dataclass_fields__}
         for key in ("datasets", "langs"):
             if key in known:
@@ -116,13 +127,15 @@ def _scorer_for(scorer, tokenizer, requests: Sequence[Request], world: int):
         return scorer
     from dataclasses import replace
 
-    return replace(scorer, reuse_prefix=scorer.reuse_prefix and shares_prefix(tokenizer, [r.context for r in requests]))
+    extra = {"lockstep": True} if hasattr(scorer, "lockstep") else {}
+    return replace(scorer, reuse_prefix=scorer.reuse_prefix and shares_prefix(tokenizer, [r.context for r in requests]),
+                   **extra)
 
 
 def score_suite(model, tokenizer, suite: Suite, requests: dict[tuple[str, str], list[Request]],
                 rank: int = 0, world: int = 1,
                 gather: Callable[[object], list] | None = None) -> dict[tuple[str, str], list[Result]]:
-    scorer = make_scorer(suite.scorer, suite.batch_size, suite.letter_delimiter, suite.max_new_tokens)
+    scorer = make_scorer(suite.protocol, suite.batch_size, suite.letter_delimiter, spec=suite.spec)
     local = {key: _scorer_for(scorer, tokenizer, reqs, world).score(model, tokenizer, shard(reqs, rank, world))
              for key, reqs in requests.items()}
     if world <= 1:
@@ -140,7 +153,8 @@ def compute_metrics(results: dict[tuple[str, str], list[Result]], suite: Suite,
         correct = {lang: [r.correct for r in results[(ds, lang)]] for lang in suite.langs if (ds, lang) in results}
         per_dataset[ds] = dataset_metrics(correct, n_options[ds], suite.reference[ds], suite.bootstrap, suite.seed)
     return {"datasets": per_dataset, "summary": aggregate(per_dataset, suite.streams),
-            "scorer": suite.scorer, "letter_form": f"Answer:{suite.letter_delimiter}<letter>",
+            "protocol": suite.protocol, "letter_form": f"Answer:{suite.letter_delimiter}<letter>",
+            **({"release_protocol": suite.spec.to_dict()} if suite.protocol == "paper" else {}),
             "prompt_style": suite.prompt_style, "limit": suite.limit, "seed": suite.seed}
 
 

@@ -94,7 +94,7 @@ def conductivity(cfg: DictConfig) -> dict:
         defects = check_release(root)
     else:
         defects = validate_release(root)
-    scorers = list(f.get("scorers") or ["mc", "generate"])
+    scorers = list(f.get("scorers") or ["generate", "mc"])
     gate = f.get("gate") or scorers[0]
     limit, seed = f.get("limit"), int(f.get("seed") or 0)
     data = C.load_data(root, f.get("langs") or ["en", x], [x], limit=limit, seed=seed)  # fail before the model
@@ -118,6 +118,8 @@ def conductivity(cfg: DictConfig) -> dict:
               "n_continents": res["n_continents"], "chance": res["chance"], "defects": mine,
               "other_defects": len(defects) - len(mine),
               "gate_passed": not g.gated, "xrr": g.xrr, "xrr_corrected": g.xrr_corrected, "x_ratio": g.x_ratio,
+              **{f"xrr_{o}": res["scores"][o][xs].xrr for o in scorers if o != gate},
+              **{f"gate_passed_{o}": not res["scores"][o][xs].gated for o in scorers if o != gate},
               "results": {s: {"langs": res["langs"][s], "summary": res["summary"][s],
                               "scores": {k: v.to_dict() for k, v in res["scores"][s].items()}} for s in scorers},
               "tokenization": tokenization}

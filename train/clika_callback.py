@@ -138,7 +138,7 @@ class ClikaEvalCallback(pl.Callback):
         gather = _gather if world > 1 else None
         was_training = model.training
         model.eval()
-        metrics: dict = {"datasets": {}, "summary": {"streams": {}}, "scorer": None}
+        metrics: dict = {"datasets": {}, "summary": {"streams": {}}, "protocol": None}
         try:
             with torch.no_grad():
                 if self._suite is not None:
@@ -147,7 +147,7 @@ class ClikaEvalCallback(pl.Callback):
                     fict = self._fictional.evaluate(model, tokenizer, rank, world, gather)
                     metrics["datasets"]["fictional"] = fict["dataset"]
                     metrics["summary"]["streams"]["fictional"] = fict["summary"]
-                    metrics["scorer"] = metrics["scorer"] or fict["scorer"]
+                    metrics["protocol"] = metrics.get("protocol") or fict["scorer"]
         finally:
             model.train(was_training)
         step = trainer.global_step

@@ -25,18 +25,26 @@ class FictionalProbe:
     langs: languages scored (English is always added); None: [en, trained_lang], or all ten.
     trained_lang: X of the run (gets Translate(X), the gate and XRR); None: every non-English
       language of `langs` counts as trained.
-    scorer: "mc" (log-likelihood over the continent names; cheap, robust) or "generate" (greedy
-      generation + "answer contains the continent name", the paper's rule).
+    scorers: the first gates and gives XRR; the others are reported beside it with a suffix (`xrr_mc`).
+      Default ("generate", "mc"): greedy generation + "the answer contains the continent name" (the
+      paper's rule) gates; "mc" (log-likelihood over the continent names) is the diagnostic.
     limit / seed: a seeded, type-stratified subset of cities (and of Translate records) per evaluation.
     template: the training data.template the prompts are rendered with (must match training).
     """
 
     def __init__(self, root: str | None = None, world: dict | None = None, langs: Sequence[str] | None = None,
-                 trained_lang: str | None = None, scorer: str = "mc", limit: int | None = None, seed: int = 0,
-                 threshold: float = 0.9, batch_size: int = 16, template: str = "alpaca",
-                 max_new_tokens: int | None = None, cache_dir: str | None = None):
-        if scorer not in SCORERS:
-            raise ClikaError(f"fictional.scorer: unknown scorer {scorer!r}", fix=f"use one of {SCORERS}")
+                 trained_lang: str | None = None, scorers: Sequence[str] = ("generate", "mc"), limit: int | None = None,
+                 seed: int = 0, threshold: float = 0.9, batch_size: int = 16, template: str = "alpaca",
+                 max_new_tokens: int | None = None, cache_dir: str | None = None, scorer: str | None = None):
+        if scorer is not None:
+            raise ClikaError("fictional.scorer was renamed fictional.scorers (the first one gates)",
+                             fix="e.g. callbacks.clika.fictional.scorers=[generate,mc]")
+        scorers = [scorers] if isinstance(scorers, str) else list(scorers)
+        for s in scorers:
+            if s not in SCORERS:
+                raise ClikaError(f"fictional.scorers: unknown scorer {s!r}", fix=f"use a list from {list(SCORERS)}")
+        if not scorers:
+            raise ClikaError("fictional.scorers is empty", fix="e.g. fictional.scorers=[generate,mc]")
         self.root = Path(root) if root is not None else generated_root(world_params(world), cache_dir)
         self.trained_lang = _check_lang(trained_lang, allow_en=False) if trained_lang else None
         if langs is None:
@@ -45,7 +53,8 @@ class FictionalProbe:
         self.trained = [self.trained_lang] if self.trained_lang else [l for l in self.langs if l != "en"]
         if self.trained_lang and self.trained_lang not in self.langs:
             self.langs.append(self.trained_lang)
-        self.scorer, self.threshold, self.batch_size = scorer, float(threshold), int(batch_size)
+        self.scorers, self.threshold, self.batch_size = scorers, float(threshold), int(batch_size)
+        self.scorer = scorers[0]  # gates
         self.template, self.max_new_tokens = template, max_new_tokens
         self.limit, self.seed = limit, int(seed)
         # load now: a bad path or file fails before training starts
@@ -66,10 +75,17 @@ class FictionalProbe:
         "summary": flat floats (mean XRR over trained languages, gate_passed 0/1, chance, ...),
         "scorer": the scorer's name}. Every rank runs the same forward passes; `gather` is the only
         collective (None when world == 1)."""
-        res = evaluate(model, tokenizer, self.data, self.trained, scorers=[self.scorer], gate=self.scorer,
+        res = evaluate(model, tokenizer, self.data, self.trained, scorers=self.scorers, gate=self.scorer,
                        threshold=self.threshold, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
                        probes=self.probes(tokenizer), rank=rank, world=world, gather=gather)
-        dataset = {"langs": res["langs"][self.scorer], "scorer": self.scorer, "chance": res["chance"],
+        langs = {lang: dict(v) for lang, v in res["langs"][self.scorer].items()}
+        summary = dict(res["summary"][self.scorer])
+        for other in self.scorers[1:]:  # diagnostics beside the gating scorer: acc_mc, xrr_mc, gate_passed_mc, ...
+            for lang, v in res["langs"][other].items():
+                langs.setdefault(lang, {}).update({f"{k}_{other}": v.get(k) for k in ("acc", "acc_type0", "acc_type1",
+                                                                                          "xrr", "gate_passed")})
+            summary.update({f"{k}_{other}": v for k, v in res["summary"][other].items() if k != "chance"})
+        dataset = {"langs": langs, "scorer": self.scorer, "scorers": self.scorers, "chance": res["chance"],
                    "n_continents": res["n_continents"], "threshold": self.threshold, "trained": self.trained,
                    "limit": self.limit, "seed": self.seed, "root": str(self.root)}
-        return {"dataset": dataset, "summary": res["summary"][self.scorer], "scorer": self.scorer}
+        return {"dataset": dataset, "summary": summary, "scorer": self.scorer}

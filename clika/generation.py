@@ -1,0 +1,236 @@
+"""The project's one generation loop: every generated answer (the release protocol of the Basic and
+Factual streams, the fictional stream's answers) comes from here.
+
+- `release_generate`: the release's inference protocol (`clika.protocol=paper`; facts and sources in
+  `clika.protocol`): one prompt per `generate` call, no padding, beam search with
+  `max(spec.num_beams, generation_config.num_beams)` beams, the family's `generate` arguments and its
+  output-string rule. Fast path (`reuse_prefix=True`): the few-shot prefix shared by all prompts is run
+  once; for each item the rest of its prompt but the last token is run on a copy of that KV cache
+  (batch 1), the cache is repeated for the beams, and the same `model.generate` call then runs only the
+  last prompt token and the new tokens. Same tokens at the same positions, so the same beam search; the
+  prompt's logits are computed in other chunks, so they may differ from the plain loop in the last float
+  bits: the output strings are checked item by item against a plain copy of the release loop in
+  tests/clika/test_generation.py (tiny) and tests/eval/test_paper_protocol.py (gemma3_270m, slow).
+- `greedy`: greedy left-padded batched continuations (the fictional stream's `generate` scorer).
+
+Lockstep (several ranks, ZeRO-3 / FSDP): every rank must run the same number of forward passes.
+`greedy(lockstep=True)` runs exactly `max_new_tokens` steps per batch; `release_generate(lockstep=True)`
+counts each item's forwards and tops them up with one-token forwards to a fixed budget (the beams' early
+stop at EOS is kept, so the outputs are those of the single-process run).
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from typing import Sequence
+
+import torch
+
+from clika.errors import ClikaError
+from clika.kv import _cache_key, _common_prefix_len, _device, _forward_params, _out_cache
+from clika.protocol import ProtocolSpec, check_chat_template
+
+
+# ----------------------------------------------------------------------------------------------
+# Greedy, batched (fictional stream)
+# ----------------------------------------------------------------------------------------------
+
+def eos_ids(model, tokenizer) -> set[int]:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    return set([eos] if isinstance(eos, int) else (eos or [])) | {tokenizer.eos_token_id} - {None}
+
+
+def greedy(model, tokenizer, contexts: Sequence[str], *, batch_size: int = 16, max_new_tokens: int = 48,
+           lockstep: bool = False) -> list[str]:
+    """Greedy continuations (decoded, cut at EOS), left-padded batches in the given order.
+
+    lockstep=True runs exactly max_new_tokens steps per batch (no early stop at EOS; the text is cut
+    at EOS afterwards), so every rank runs the same number of forward passes.
+    """
+    device = _device(model)
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = eos_ids(model, tokenizer)
+    extra = {"eos_token_id": []} if lockstep else {}
+    out: list[str] = []
+    try:
+        for start in range(0, len(contexts), batch_size):
+            chunk = list(contexts[start: start + batch_size])
+            batch = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
+            with torch.no_grad():
+                gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                     pad_token_id=pad, **extra)
+            for row in gen[:, batch["input_ids"].shape[1]:].tolist():
+                stop = next((i for i, t in enumerate(row) if t in eos), len(row))
+                out.append(tokenizer.decode(row[:stop], skip_special_tokens=True))
+    finally:
+        tokenizer.padding_side = side
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The release's protocol
+# ----------------------------------------------------------------------------------------------
+
+def chat_text(tokenizer, prompt: str) -> str:
+    """Mistral_model: the whole few-shot prompt as one user message of the tokenizer's chat template."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False)
+
+
+def prompt_ids(tokenizer, prompt: str, spec: ProtocolSpec) -> list[int]:
+    """The token ids the release's class feeds `generate` for one prompt."""
+    if spec.chat:  # apply_chat_template(messages, return_tensors="pt"): the rendered text, no added specials
+        return tokenizer(chat_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+    return tokenizer(prompt)["input_ids"]  # tokenizer(input) / tokenizer.encode(input): special tokens added
+
+
+def generate_kwargs(model, tokenizer, spec: ProtocolSpec) -> dict:
+    gc = getattr(model, "generation_config", None)
+    beams = max(spec.num_beams, int(getattr(gc, "num_beams", None) or 1))
+    kw = {"max_new_tokens": spec.max_new_tokens, "num_beams": beams}
+    for k, v in spec.release.generate_kwargs.items():
+        kw[k] = tokenizer.eos_token_id if v == "eos" else v
+    return kw
+
+
+def output_string(tokenizer, prompt: str, sequence: list[int], n_prompt: int, spec: ProtocolSpec) -> str:
+    """The release's `res` for one prompt and its generated sequence (prompt ids + new ids)."""
+    if spec.output == "cut_prompt_chars":  # Llama_model / leo_base_model
+        return tokenizer.decode(sequence, skip_special_tokens=True)[len(prompt):].strip()
+    if spec.output == "replace_prompt":  # Bloomz_model / Baichuan_base_model / Polylm_model (+ .strip("\n"))
+        return tokenizer.decode(sequence).replace(prompt, "").strip().strip("\n")
+    if spec.output == "new_tokens":  # Bayling_model / Bigtranslate_model: not stripped
+        return tokenizer.decode(sequence[n_prompt:], skip_special_tokens=True, spaces_between_special_tokens=False)
+    if spec.output == "chat_strip":  # Mistral_model: str.strip takes character sets, as in the release
+        decoded = tokenizer.batch_decode([sequence])[0]
+        return (decoded.strip("<s>").strip("</s>").replace(prompt, "").replace("[/INST]", "")
+                .replace("[INST]", "").strip())
+    raise ClikaError(f"output rule {spec.output!r} has no decoded-sequence form", fix="use release_generate")
+
+
+class _ForwardCounter:
+    """Counts forward passes of a module (the lockstep budget)."""
+
+    def __init__(self, module):
+        self.n = 0
+        self._h = module.register_forward_pre_hook(self._hook)
+
+    def _hook(self, *_):
+        self.n += 1
+
+    def close(self):
+        self._h.remove()
+
+
+@contextmanager
+def _generation_config(model, **values):
+    """Temporarily set generation_config fields (model.chat reads them there)."""
+    gc = model.generation_config
+    old = {k: getattr(gc, k, None) for k in values}
+    for k, v in values.items():
+        setattr(gc, k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(gc, k, v)
+
+
+def _chat_outputs(model, tokenizer, prompts: Sequence[str], spec: ProtocolSpec, lockstep: bool) -> list[str]:
+    """Baichuan_model: `model.chat(tokenizer, [user: prompt])` with 2 new tokens and >= 2 beams."""
+    if lockstep:
+        raise ClikaError("model.protocol.output=model_chat cannot run in lockstep over several ranks",
+                         fix="evaluate this model with one process (python eval.py)")
+    if not hasattr(model, "chat"):
+        raise ClikaError(f"model.protocol.family={spec.family}: the model has no `chat` method",
+                         fix="load the model with its remote code (trust_remote_code and a pinned model.revision)")
+    beams = max(spec.num_beams, int(getattr(model.generation_config, "num_beams", None) or 1))
+    out = []
+    with _generation_config(model, max_new_tokens=spec.max_new_tokens, num_beams=beams):
+        for p in prompts:
+            out.append(model.chat(tokenizer, [{"role": "user", "content": p}]).strip())
+    return out
+
+
+class _Prefix:
+    """The shared prompt prefix's KV cache, computed once (batch 1)."""
+
+    def __init__(self, model, ids: list[int]):
+        self.model, self.ids, self.device = model, ids, _device(model)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        # The decoder alone gives the cache without the LM head (262k-vocabulary heads cost as much as
+        # the transformer on CPU); models without get_decoder() keep one logit row.
+        decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+        self.runner = decoder if decoder is not None and decoder is not base else model
+        self.keep = ({"logits_to_keep": 1} if self.runner is model and "logits_to_keep" in _forward_params(model)
+                     else {})
+        self.cache_key = _cache_key(self.runner if self.runner is not model else model)
+        self.cache = self.extend(None, ids) if ids else None
+
+    def extend(self, cache, ids: list[int]):
+        """Run `ids` after `cache` (a copy is extended; None = from scratch); return the new cache."""
+        past = len(self.ids) if cache is not None else 0
+        kwargs = {self.cache_key: copy.deepcopy(cache)} if cache is not None else {}
+        with torch.no_grad():
+            out = self.runner(input_ids=torch.tensor([ids], device=self.device),
+                              attention_mask=torch.ones((1, past + len(ids)), dtype=torch.long, device=self.device),
+                              use_cache=True, **kwargs, **self.keep)
+        return _out_cache(out)
+
+
+def release_generate(model, tokenizer, prompts: Sequence[str], spec: ProtocolSpec, *, reuse_prefix: bool = True,
+                     lockstep: bool = False) -> list[str]:
+    """The release's output string `res` for each prompt (see the module docstring)."""
+    if not prompts:
+        return []
+    check_chat_template(spec, tokenizer)
+    if spec.output == "model_chat":
+        return _chat_outputs(model, tokenizer, prompts, spec, lockstep)
+    device = _device(model)
+    kw = generate_kwargs(model, tokenizer, spec)
+    beams = kw["num_beams"]
+    ids_all = [prompt_ids(tokenizer, p, spec) for p in prompts]
+    p_len = _common_prefix_len(ids_all) if reuse_prefix else 0
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    counter = _ForwardCounter(base) if lockstep else None
+    out: list[str] = []
+    try:
+        prefix = _Prefix(model, ids_all[0][:p_len]) if p_len else None
+        # per item, forwards of the whole model: the generation steps (+ the suffix when it has no decoder)
+        budget = spec.max_new_tokens + (1 if prefix is not None and prefix.runner is model else 0)
+        for prompt, ids in zip(prompts, ids_all):
+            if counter is not None:
+                counter.n = 0
+            x = torch.tensor([ids], device=device)
+            extra = {}
+            if prefix is not None:
+                suffix = ids[p_len:-1]
+                if suffix:
+                    cache = prefix.extend(prefix.cache, suffix)
+                else:
+                    cache = copy.deepcopy(prefix.cache)
+                    if lockstep:  # every rank runs one suffix forward per item
+                        prefix.extend(None, ids[-1:])
+                cache.batch_repeat_interleave(beams)
+                extra = {_cache_key(model): cache}
+            with torch.no_grad():
+                seq = model.generate(input_ids=x, attention_mask=torch.ones_like(x), **kw, **extra)[0].tolist()
+            out.append(output_string(tokenizer, prompt, seq, len(ids), spec))
+            if counter is not None:
+                _top_up(base, counter, budget, ids[-1], device)
+    finally:
+        if counter is not None:
+            counter.close()
+    return out
+
+
+def _top_up(base, counter: _ForwardCounter, budget: int, token: int, device) -> None:
+    """One-token forwards until this item has used `budget` forward passes (lockstep over ranks)."""
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(base) else {}
+    if counter.n > budget:
+        raise RuntimeError(f"lockstep: an item used {counter.n} forward passes, more than its budget {budget}")
+    with torch.no_grad():
+        while counter.n < budget:
+            base(input_ids=torch.tensor([[token]], device=device), use_cache=False, **keep)

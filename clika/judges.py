@@ -1,0 +1,41 @@
+"""Judges: turn a generated output string into a verdict. Pure string functions (no torch).
+
+- `first_char`: the release's rule for the Basic and Factual streams (RiverGao/CLiKA `res_statistic.py`,
+  `eval_res`): strip the output, take its first character; correct iff it equals the gold letter
+  (case-sensitive); an empty output answers nothing ("F" there) and is wrong.
+- `contains`: the release's rule for the fictional stream (RiverGao/CLiKA `fictional/README.md`: "the
+  continent is used to check for correct results"): the answer contains the gold name. Matching is
+  Unicode-NFC and case-folded (this project's reading of "contains").
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+
+def first_letter(res: str | None) -> str:
+    """The first character of the stripped output ("" for an empty or missing output)."""
+    text = (res if isinstance(res, str) else "").strip()
+    return text[0] if text else ""
+
+
+def first_char(res: str | None, letters: str) -> int:
+    """Index of the answered option letter in `letters`, or -1 (empty output, or a first character that is
+    no option letter). Case-sensitive, as `res_statistic.py` compares `res[0] == label`."""
+    first = first_letter(res)
+    return letters.index(first) if first and first in letters else -1
+
+
+def first_char_correct(res: str | None, label: str) -> bool:
+    """The release's verdict on one {res, label} record (label is the gold letter)."""
+    first = first_letter(res)
+    return bool(first) and first == label
+
+
+def _norm(s: str) -> str:
+    return unicodedata.normalize("NFC", s).casefold()
+
+
+def contains(answer: str | None, gold: str) -> bool:
+    """Correct when the answer contains the gold name (NFC, case-insensitive); an empty gold never matches."""
+    return bool(gold) and _norm(gold) in _norm(answer or "")
