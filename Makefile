@@ -29,7 +29,12 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
-bench: setup
+# The bench compares against lm-evaluation-harness: its extra is installed on first use.
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(PIP) install -q -e ".[bench]"
+	touch $@
+
+bench: setup $(VENV)/.bench-installed
 	$(PY) bench/run.py
 
 clean:

@@ -92,7 +92,7 @@ def run_letter(model, tok, reqs_by_file, batch_size, delimiter, device="cpu", re
 # ---------------------------------------------------------------- (2) the official approach
 def run_official(model, tok, reqs_by_file, device="cpu", max_new_tokens=2, num_beams=2):
     """One item at a time: generate(max_new_tokens=2, num_beams=2); correct iff first non-blank char == gold."""
-    from clika.scoring import first_char_letter
+    from clika.judges import first_letter as first_char_letter
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     correct, total, answered = 0, 0, 0

@@ -198,7 +198,8 @@ def test_probe_generates_its_world_once_and_reports_the_callback_shape(tmp_path,
     assert FictionalProbe(world=world, trained_lang="zh", cache_dir=str(tmp_path)).root == probe.root
     assert FictionalProbe(world={**world, "seed": 2}, trained_lang="zh", cache_dir=str(tmp_path)).root != probe.root
     out = probe.evaluate(*tiny, 0, 1, None)
-    assert out["scorer"] == "mc" and "co_matrix" not in out["dataset"]
+    assert out["scorer"] == "generate" and "co_matrix" not in out["dataset"]  # gates; mc reported beside it
+    assert "xrr_mc" in out["summary"] and "gate_passed_mc" in out["summary"] and "acc_mc" in out["dataset"]["langs"]["zh"]
     langs = out["dataset"]["langs"]
     assert set(langs) == {"en", "zh"} and langs["en"]["n"] == 4 and langs["en"]["acc_type0"] is not None
     for key in ("acc", "acc_type0", "acc_type1", "xrr", "n"):

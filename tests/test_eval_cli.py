@@ -25,7 +25,7 @@ def test_evaluate_writes_results_predictions_report_and_plots(data_root, tmp_pat
               f"hydra.run.dir={tmp_path}/run"], data_root, tmp_path)
     run = tmp_path / "run"
     res = json.loads((run / "results.json").read_text())
-    assert res["model"] == "tiny" and res["scorer"] == "letter" and res["letter_form"] == "Answer:<letter>"
+    assert res["model"] == "tiny" and res["protocol"] == "letter" and res["letter_form"] == "Answer:<letter>"
     zh = res["datasets"]["x_copa"]["langs"]["zh"]
     assert zh["n"] == 12 and 0 <= zh["acc"] <= 1 and "en_co" in zh and "ra" in zh
     preds = [json.loads(l) for l in (run / "predictions" / "x_name" / "de.jsonl").read_text().splitlines()]
