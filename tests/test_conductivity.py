@@ -69,7 +69,8 @@ def test_mc_context_is_the_training_text_token_for_token(data, probes, tiny):
         n_prompt = len(tok(p.prompt, add_special_tokens=False)["input_ids"])  # training masks exactly this
         assert set(labels[:n_prompt]) == {-100} and labels[n_prompt] != -100
     assert en.mc_context.endswith("the continent of") and en.options[0].startswith(" ")
-    assert tr.mc_context == tr.prompt and "### Input:\n" + rec.input in tr.prompt
+    # LLaMA-Factory's alpaca: the input follows the instruction after a newline (no "### Input:" block)
+    assert tr.mc_context == tr.prompt and f"### Instruction:\n{rec.prompt}\n{rec.input}\n\n" in tr.prompt
 
 
 def test_llama2_template_moves_the_leading_space_into_the_options(data, tiny):
@@ -231,6 +232,7 @@ def test_make_fictional_then_conductivity_tasks(tmp_path, capsys):
     assert "release check: clean" in capsys.readouterr().out
     cfg = OmegaConf.create({**base, "output_dir": str(tmp_path / "cond")})
     cfg.fictional.root, cfg.fictional.lang, cfg.fictional.limit, cfg.fictional.scorers = str(tmp_path / "gen"), "ja", 4, ["mc"]
+    cfg.fictional.gate = "mc"
     res = conductivity(cfg)
     report = json.loads((tmp_path / "cond" / "conductivity.json").read_text(encoding="utf-8"))
     assert report["x"] == "ja" and report["chance"] == pytest.approx(1 / 3) and report["gate_passed"] is False
