@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -167,22 +167,42 @@ class _Prefix:
         self.keep = ({"logits_to_keep": 1} if self.runner is model and "logits_to_keep" in _forward_params(model)
                      else {})
         self.cache_key = _cache_key(self.runner if self.runner is not model else model)
-        self.cache = self.extend(None, ids) if ids else None
+        self.cache = self.extend(None, [ids]) if ids else None
 
-    def extend(self, cache, ids: list[int]):
-        """Run `ids` after `cache` (a copy is extended; None = from scratch); return the new cache."""
+    def extend(self, cache, rows: list[list[int]]):
+        """Run `rows` (equal lengths) after `cache` (a copy, repeated once per row; None = from scratch);
+        return the new cache."""
         past = len(self.ids) if cache is not None else 0
-        kwargs = {self.cache_key: copy.deepcopy(cache)} if cache is not None else {}
+        kwargs = {}
+        if cache is not None:
+            cache = copy.deepcopy(cache)
+            if len(rows) > 1:
+                cache.batch_repeat_interleave(len(rows))
+            kwargs = {self.cache_key: cache}
         with torch.no_grad():
-            out = self.runner(input_ids=torch.tensor([ids], device=self.device),
-                              attention_mask=torch.ones((1, past + len(ids)), dtype=torch.long, device=self.device),
+            out = self.runner(input_ids=torch.tensor(rows, device=self.device),
+                              attention_mask=torch.ones((len(rows), past + len(rows[0])), dtype=torch.long,
+                                                        device=self.device),
                               use_cache=True, **kwargs, **self.keep)
         return _out_cache(out)
 
 
+def _groups(ids_all: list[list[int]], size: int) -> list[list[int]]:
+    """Item indices grouped by prompt length (equal lengths need no padding), at most `size` per group."""
+    by_len: dict[int, list[int]] = {}
+    for i, ids in enumerate(ids_all):
+        by_len.setdefault(len(ids), []).append(i)
+    return [g[k: k + size] for g in by_len.values() for k in range(0, len(g), max(1, size))]
+
+
 def release_generate(model, tokenizer, prompts: Sequence[str], spec: ProtocolSpec, *, reuse_prefix: bool = True,
-                     lockstep: bool = False) -> list[str]:
-    """The release's output string `res` for each prompt (see the module docstring)."""
+                     group_size: int = 16, lockstep: bool = False,
+                     progress: Callable[[int], object] | None = None) -> list[str]:
+    """The release's output string `res` for each prompt (see the module docstring); `progress(n)` per group.
+
+    `group_size` > 1 runs prompts of equal token length together in one `generate` call (no padding; each row's
+    beams are its own, rows are cut after their first EOS as a lone call returns them); lockstep runs one item
+    per call."""
     if not prompts:
         return []
     check_chat_template(spec, tokenizer)
@@ -191,39 +211,50 @@ def release_generate(model, tokenizer, prompts: Sequence[str], spec: ProtocolSpe
     device = _device(model)
     kw = generate_kwargs(model, tokenizer, spec)
     beams = kw["num_beams"]
+    stop = kw.get("eos_token_id", getattr(model.generation_config, "eos_token_id", None))
+    stop = set([stop] if isinstance(stop, int) else (stop or []))
     ids_all = [prompt_ids(tokenizer, p, spec) for p in prompts]
     p_len = _common_prefix_len(ids_all) if reuse_prefix else 0
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     counter = _ForwardCounter(base) if lockstep else None
-    out: list[str] = []
+    out: list[str | None] = [None] * len(prompts)
     try:
         prefix = _Prefix(model, ids_all[0][:p_len]) if p_len else None
         # per item, forwards of the whole model: the generation steps (+ the suffix when it has no decoder)
         budget = spec.max_new_tokens + (1 if prefix is not None and prefix.runner is model else 0)
-        for prompt, ids in zip(prompts, ids_all):
+        for group in _groups(ids_all, 1 if lockstep else group_size):
             if counter is not None:
                 counter.n = 0
-            x = torch.tensor([ids], device=device)
+            rows = [ids_all[i] for i in group]
+            n = len(rows[0])
+            x = torch.tensor(rows, device=device)
             extra = {}
             if prefix is not None:
-                suffix = ids[p_len:-1]
-                if suffix:
+                suffix = [r[p_len:-1] for r in rows]
+                if suffix[0]:
                     cache = prefix.extend(prefix.cache, suffix)
                 else:
                     cache = copy.deepcopy(prefix.cache)
+                    if len(rows) > 1:
+                        cache.batch_repeat_interleave(len(rows))
                     if lockstep:  # every rank runs one suffix forward per item
-                        prefix.extend(None, ids[-1:])
+                        prefix.extend(None, [rows[0][-1:]])
                 cache.batch_repeat_interleave(beams)
                 extra = {_cache_key(model): cache}
             with torch.no_grad():
-                seq = model.generate(input_ids=x, attention_mask=torch.ones_like(x), **kw, **extra)[0].tolist()
-            out.append(output_string(tokenizer, prompt, seq, len(ids), spec))
+                seqs = model.generate(input_ids=x, attention_mask=torch.ones_like(x), **kw, **extra).tolist()
+            for i, ids, seq in zip(group, rows, seqs):
+                new = seq[n:]
+                end = next((k + 1 for k, t in enumerate(new) if t in stop), len(new))  # a lone call ends there
+                out[i] = output_string(tokenizer, prompts[i], ids + new[:end], n, spec)
+            if progress is not None:
+                progress(len(group))
             if counter is not None:
-                _top_up(base, counter, budget, ids[-1], device)
+                _top_up(base, counter, budget, rows[0][-1], device)
     finally:
         if counter is not None:
             counter.close()
-    return out
+    return out  # type: ignore[return-value]
 
 
 def _top_up(base, counter: _ForwardCounter, budget: int, token: int, device) -> None:

@@ -278,22 +278,17 @@ class PaperScorer:
     Each Result keeps the raw output string `res`."""
 
     spec: ProtocolSpec = field(default_factory=ProtocolSpec)
-    batch_size: int = 16  # items per progress update (generation itself is one item per call)
+    batch_size: int = 16  # unused: the release generates one item per call (kept for make_scorer's signature)
     reuse_prefix: bool = True
     lockstep: bool = False
     name: str = "paper"
 
     def score(self, model, tokenizer, requests: Sequence[Request]) -> list[Result]:
-        out: list[Result] = []
         bar = _progress(len(requests), "paper")
-        for start in range(0, len(requests), self.batch_size):
-            chunk = requests[start: start + self.batch_size]
-            texts = release_generate(model, tokenizer, [r.context for r in chunk], self.spec,
-                                     reuse_prefix=self.reuse_prefix, lockstep=self.lockstep)
-            out += [Result(r.uid, first_char(t, r.letters), r.label, [], t) for r, t in zip(chunk, texts)]
-            bar.update(len(chunk))
+        texts = release_generate(model, tokenizer, [r.context for r in requests], self.spec,
+                                 reuse_prefix=self.reuse_prefix, lockstep=self.lockstep, progress=bar.update)
         bar.close()
-        return out
+        return [Result(r.uid, first_char(t, r.letters), r.label, [], t) for r, t in zip(requests, texts)]
 
 
 PROTOCOLS = ("letter", "cloze", "paper")

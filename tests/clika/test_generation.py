@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from clika.generation import greedy, release_generate
+from clika.generation import _groups, greedy, release_generate
 from clika.protocol import ProtocolSpec
 from clika.suite import Suite, build_requests, load_suite_items
 
@@ -76,9 +76,14 @@ def test_paper_protocol_equals_the_release_loop_item_by_item(tiny, data_root, ds
     model, tok = tiny
     ps = prompts(data_root, ds, lang, 50)
     want = llama_model_loop(model, tok, ps)
-    assert release_generate(model, tok, ps, SPEC, reuse_prefix=True) == want  # shared few-shot prefix KV reused
+    # default: shared few-shot prefix KV reused, prompts of equal token length generated together
+    assert release_generate(model, tok, ps, SPEC) == want
+    assert release_generate(model, tok, ps, SPEC, group_size=1) == want  # one item per call, prefix reused
+    assert release_generate(model, tok, ps, SPEC, reuse_prefix=False, group_size=1) == want
     assert release_generate(model, tok, ps, SPEC, reuse_prefix=False) == want
     assert release_generate(model, tok, ps, SPEC, lockstep=True) == want
+    sizes = [len(g) for g in _groups([tok(p)["input_ids"] for p in ps], 16)]
+    assert max(sizes) > 1 and sum(sizes) == len(ps)  # some calls did run several items
     assert len(set(want)) > 1 or want[0]  # the tiny model does answer something
 
 
@@ -88,7 +93,9 @@ def test_output_rules_of_other_families(tiny, data_root, family, loop):
     model, tok = tiny
     ps = prompts(data_root, "x_geo", "zh", 20)
     spec = ProtocolSpec.from_dict({"family": family})
-    assert release_generate(model, tok, ps, spec) == loop(model, tok, ps)
+    want = loop(model, tok, ps)
+    assert release_generate(model, tok, ps, spec) == want
+    assert release_generate(model, tok, ps, spec, group_size=1) == want
 
 
 def test_chat_family_wraps_the_prompt_and_strips_as_mistral_model(tiny, data_root):
