@@ -129,7 +129,7 @@ def render_md(res: dict) -> str:
     pp = res.get("paper") or {}
     if pp:
         lines += ["## `clika.protocol=paper` vs the release's per-item loop (items/s, same model and items)", "",
-                  "| model | items | release loop (inference.py `Llama_model`) | protocol=paper (prefix KV reused) | "
+                  "| model | items | release loop (inference.py `Llama_model`) | protocol=paper (prefix KV reused, equal-length prompts together) | "
                   "ratio (≥ 2×) | identical output strings |", "|---|---|---|---|---|---|",
                   f"| {pp['model']} | {pp['items']} ({pp['files']} files × {pp['items_per_file']}) | "
                   f"{_f(pp['release_loop']['items_per_s'])} | {_f(pp['paper']['items_per_s'])} | {pp['ratio']:.2f}× "

@@ -4,13 +4,18 @@ Factual streams, the fictional stream's answers) comes from here.
 - `release_generate`: the release's inference protocol (`clika.protocol=paper`; facts and sources in
   `clika.protocol`): one prompt per `generate` call, no padding, beam search with
   `max(spec.num_beams, generation_config.num_beams)` beams, the family's `generate` arguments and its
-  output-string rule. Fast path (`reuse_prefix=True`): the few-shot prefix shared by all prompts is run
-  once; for each item the rest of its prompt but the last token is run on a copy of that KV cache
-  (batch 1), the cache is repeated for the beams, and the same `model.generate` call then runs only the
-  last prompt token and the new tokens. Same tokens at the same positions, so the same beam search; the
-  prompt's logits are computed in other chunks, so they may differ from the plain loop in the last float
-  bits: the output strings are checked item by item against a plain copy of the release loop in
-  tests/clika/test_generation.py (tiny) and tests/eval/test_paper_protocol.py (gemma3_270m, slow).
+  output-string rule. Fast path: (1) `reuse_prefix`: the few-shot prefix shared by all prompts is run
+  once; the rest of each prompt but its last token runs on a copy of that KV cache, the cache is repeated
+  for the beams, and `model.generate` then runs only the last prompt token and the new tokens; (2)
+  `group_size`: prompts of equal token length share one `generate` call (no padding: every row sees
+  exactly its own tokens at its own positions; beam search keeps each row's beams apart; a row is cut
+  after its first EOS, where a lone call would have stopped). The decoding steps of a 2-token beam search
+  are memory-bound (every weight and the whole vocabulary head read for 2 rows), so sharing them is what
+  makes it fast. Same tokens at the same positions, so the same beam search; the logits are computed in
+  other chunks and batch shapes, so they may differ from the plain loop in the last float bits: the
+  output strings are checked item by item against a plain copy of the release loop in
+  tests/clika/test_generation.py (tiny, every path) and tests/eval/test_paper_protocol.py (gemma3_270m,
+  400 items, slow).
 - `greedy`: greedy left-padded batched continuations (the fictional stream's `generate` scorer).
 
 Lockstep (several ranks, ZeRO-3 / FSDP): every rank must run the same number of forward passes.
