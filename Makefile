@@ -35,7 +35,12 @@ slurm:
 	  && command -v munged >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null; }
 
-bench: setup
+# The bench compares against lm-evaluation-harness: its extra is installed on first use.
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(PIP) install -q -e ".[bench]"
+	touch $@
+
+bench: setup $(VENV)/.bench-installed
 	$(PY) bench/run.py
 
 clean:

@@ -40,11 +40,11 @@ ALL_LANGS = ("en", "zh", "de", "fr", "it", "ja", "pl", "ru", "ar", "he")
 # ---------------------------------------------------------------- items
 def load_requests(datasets, langs, items_per_file, tokenizer, seed: int = 1234):
     """{(dataset, lang): [Request]} — the suite's seeded subset (`items_per_file=None`: every item)."""
-    from clika.suite import Suite, load_suite_items, suite_tasks
+    from clika.suite import Suite, suite_requests
 
     suite = Suite(data_root=common.data_root(), datasets=list(datasets), langs=list(langs),
                   limit=items_per_file, seed=seed).validate()
-    return {s.key: s.requests for t in suite_tasks(suite, load_suite_items(suite)) for s in t.request_sets(tokenizer)}
+    return suite_requests(suite, tokenizer)
 
 
 def take(reqs_by_file: dict, n: int | None) -> dict:
@@ -92,7 +92,7 @@ def run_letter(model, tok, reqs_by_file, batch_size, delimiter, device="cpu", re
 # ---------------------------------------------------------------- (2) the official approach
 def run_official(model, tok, reqs_by_file, device="cpu", max_new_tokens=2, num_beams=2):
     """One item at a time: generate(max_new_tokens=2, num_beams=2); correct iff first non-blank char == gold."""
-    from clika.judges import first_char_letter
+    from clika.judges import first_letter as first_char_letter
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     correct, total, answered = 0, 0, 0

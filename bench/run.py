@@ -5,7 +5,8 @@
     python bench/run.py --sections eval --models tiny --items-per-file 0      # all 18,800 tiny items
     python bench/run.py --sections eval --models gemma3_270m --gemma-items-per-file 100
 
-Sections: eval (throughput of 4 evaluation approaches), train (Lightning vs plain loop, packing, RSS),
+Sections: eval (throughput of 4 evaluation approaches), paper (clika.protocol=paper vs the release's
+per-item loop on gemma3_270m, identical outputs), train (Lightning vs plain loop, packing, RSS),
 callback (share of wall time in CLiKA evaluation). Ratios are measured within one run of a section;
 a run that covers only some sections keeps the other sections of an existing results.json (each
 section records its own timestamp) so the table can be rebuilt piecewise.
@@ -24,7 +25,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from bench import common  # noqa: E402
 
-SECTIONS = ("eval", "train", "callback")
+SECTIONS = ("eval", "paper", "train", "callback")
 
 
 def _stamp() -> str:
@@ -45,6 +46,13 @@ def run_eval(a, log) -> dict:
         out[model] = bench_eval(model, batch_size=a.batch_size, device=a.device, log=log, **kw)
         out[model]["measured_at"] = _stamp()
     return out
+
+
+def run_paper(a, log) -> dict:
+    from bench.paper_protocol import bench_paper
+
+    return {**bench_paper(a.paper_model, a.gemma_datasets, a.gemma_langs, a.paper_items_per_file,
+                          a.device, log), "measured_at": _stamp()}
 
 
 def run_train(a, log) -> dict:
@@ -118,6 +126,14 @@ def render_md(res: dict) -> str:
         lines += ["", "`official` is timed on the first items of each file when its item count differs. `lm-eval` "
                   "is timed end to end (task build, dataset, requests, model; stderr bootstrap off); its "
                   "time inside `loglikelihood` alone is in the JSON.", ""]
+    pp = res.get("paper") or {}
+    if pp:
+        lines += ["## `clika.protocol=paper` vs the release's per-item loop (items/s, same model and items)", "",
+                  "| model | items | release loop (inference.py `Llama_model`) | protocol=paper (prefix KV reused, equal-length prompts together) | "
+                  "ratio (≥ 2×) | identical output strings |", "|---|---|---|---|---|---|",
+                  f"| {pp['model']} | {pp['items']} ({pp['files']} files × {pp['items_per_file']}) | "
+                  f"{_f(pp['release_loop']['items_per_s'])} | {_f(pp['paper']['items_per_s'])} | {pp['ratio']:.2f}× "
+                  f"{'✔' if pp['ratio'] >= 2 else '✘'} | {pp['identical_outputs']}/{pp['items']} |", ""]
     tr = res.get("train") or {}
     if tr:
         lines += ["## Training throughput (tokens/s, same model, data, batch, AdamW)", "",
@@ -178,6 +194,8 @@ def main(argv=None):
     ap.add_argument("--gemma-langs", default="en,zh")
     ap.add_argument("--gemma-items-per-file", type=int, default=6)
     ap.add_argument("--gemma-official-items-per-file", type=int, default=3)
+    ap.add_argument("--paper-model", default="gemma3_270m", help="paper section: model of protocol=paper vs the release loop")
+    ap.add_argument("--paper-items-per-file", type=int, default=25, help="paper section: items per file (gemma datasets x langs)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--train-models", default="tiny,llama10m")
     ap.add_argument("--train-steps", type=int, default=30)
@@ -199,6 +217,7 @@ def main(argv=None):
         a.models, a.items_per_file, a.official_items_per_file = "tiny", 2, 0
         a.train_models, a.train_steps, a.train_warmup = "tiny", 5, 2
         a.callback_presets, a.callback_limits = "default", "2"
+        a.paper_model, a.paper_items_per_file = "tiny", 2
     a.models = [m for m in a.models.split(",") if m]
     a.train_models = [m for m in a.train_models.split(",") if m]
     a.gemma_datasets, a.gemma_langs = a.gemma_datasets.split(","), a.gemma_langs.split(",")
@@ -226,7 +245,7 @@ def main(argv=None):
     log = lambda s: print(s, flush=True)  # noqa: E731
     for section in [s for s in a.sections.split(",") if s]:  # --sections "" only re-renders the table
         t0 = time.perf_counter()
-        new = {"eval": run_eval, "train": run_train, "callback": run_callback}[section](a, log)
+        new = {"eval": run_eval, "paper": run_paper, "train": run_train, "callback": run_callback}[section](a, log)
         # eval: per model, so models can be measured in separate runs (each model's ratios stay within one run)
         res[section] = {**res.get("eval", {}), **new} if section == "eval" else new
         log(f"[run] section {section}: {time.perf_counter() - t0:.0f}s")
@@ -253,6 +272,11 @@ def notes(res: dict) -> list[str]:
             targets.append(f"eval {model}: letter log-probs = lm-eval within 1e-4 — "
                            f"{'met' if c['logprobs_match_1e-4'] else 'NOT met'} (max |Δ| {c['max_abs_logprob_diff']:.1e} over "
                            f"{c['items_compared']} items); same accuracy — {'met' if c['acc_equal'] else 'NOT met'}")
+    pp = res.get("paper") or {}
+    if pp:
+        targets.append(f"paper {pp['model']}: protocol=paper ≥ 2× the release loop with identical outputs — "
+                       f"{'met' if pp['target_met'] else 'NOT met'} ({pp['ratio']:.2f}×, {pp['identical_outputs']}/"
+                       f"{pp['items']} identical)")
     tr = res.get("train") or {}
     for row in tr.get("rows", []):
         targets.append(f"train {row['model']} {row['method']}: Lightning overhead ≤ 5% — "

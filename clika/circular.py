@@ -27,9 +27,9 @@ from clika.scoring import Result
 ROTATABLE = ("letter", "cloze")
 
 
-def check_rotatable(circular: bool, protocol: str | None, key: str = "clika.scorer") -> None:
-    """`clika.circular=true` needs a scorer that ranks the presented options; `key` names the config key that
-    chose `protocol` (clika.scorer today, clika.protocol once the paper protocol lands)."""
+def check_rotatable(circular: bool, protocol: str | None, key: str = "clika.protocol") -> None:
+    """`clika.circular=true` needs a protocol that ranks the presented options; `key` names the config key that
+    chose `protocol`."""
     if circular and protocol not in ROTATABLE:
         raise ClikaError(f"clika.circular=true cannot rotate the options under {key}={protocol} (only "
                          f"{' / '.join(ROTATABLE)} rank the presented options; the release protocol's numbers "

@@ -32,7 +32,7 @@ def metrics_to_rows(metrics: dict, step: int, tokens_seen: int, epoch: int) -> l
                          "acc": v.get("acc"), "ra": v.get("ra"), "en_co": v.get("en_co"),
                          "en_co_adj": v.get("en_co_adj"), "acc_type0": v.get("acc_type0"),
                          "acc_type1": v.get("acc_type1"), "xrr": v.get("xrr"), "n": v.get("n"),
-                         "scorer": metrics.get("scorer"),
+                         "scorer": m.get("scorer") or metrics.get("protocol"),  # what scored these rows
                          **{k: v.get(k) for k in ("acc_circ", "acc_rot", "ra_circ", "en_co_circ", "en_co_answer")},
                          **{f"bias_{k}": (v.get("bias") or {}).get(k) for k in ("letter", "share", "entropy", "rstd")}})
     return rows

@@ -1,10 +1,16 @@
-"""Judges: turn a generated output into the index of the option it answers (-1: none). Pure functions.
+"""Judges: turn a generated output string into a verdict. Pure string functions (no torch).
 
-- `first_char`: the release's rule for the multiple-choice datasets — the first character of the stripped
-  output is the answer letter (case-sensitive); an empty output answers nothing.
-- `contains`: the release's rule for the fictional stream — the answer part of the output (up to the first
-  blank line, '###' or '[INST]', so a model running on into an invented next turn is not credited for names it
-  lists there) contains the gold name, compared NFC-normalised and case-insensitively.
+- `first_char`: the release's rule for the Basic and Factual streams (RiverGao/CLiKA `res_statistic.py`,
+  `eval_res`): strip the output, take its first character; correct iff it equals the gold letter
+  (case-sensitive); an empty output answers nothing ("F" there) and is wrong.
+- `contains`: the release's rule for the fictional stream (RiverGao/CLiKA `fictional/README.md`: "the
+  continent is used to check for correct results"): the answer contains the gold name. Matching is
+  Unicode-NFC and case-folded (this project's reading of "contains"), on the answer part of the output (up to
+  the first blank line, '###' or '[INST]': a model running on into an invented next turn is not credited for
+  names it lists there; this project's choice).
+
+A scorer's judge (`Judge`) maps (output, option letters, options, gold index) to the answered option's index
+or -1: `by_first_char` for the multiple-choice datasets, `by_name` for the fictional stream.
 """
 
 from __future__ import annotations
@@ -13,18 +19,32 @@ from typing import Callable
 
 from clika.fictional.names import normalize
 
-Judge = Callable[[str, str, list[str], int], int]  # (output, letters, options, label) -> option index or -1
+Judge = Callable[[str, str, list, int], int]
 _STOPS = ("\n\n", "###", "[INST]")
 
 
-def first_char_letter(output: str | None) -> str:
-    text = (output or "").strip()
+def first_letter(res: str | None) -> str:
+    """The first character of the stripped output ("" for an empty or missing output)."""
+    text = (res if isinstance(res, str) else "").strip()
     return text[0] if text else ""
 
 
-def first_char(output: str, letters: str, options: list[str], label: int) -> int:
-    first = first_char_letter(output)
+def first_char(res: str | None, letters: str) -> int:
+    """Index of the answered option letter in `letters`, or -1 (empty output, or a first character that is
+    no option letter). Case-sensitive, as `res_statistic.py` compares `res[0] == label`."""
+    first = first_letter(res)
     return letters.index(first) if first and first in letters else -1
+
+
+def first_char_correct(res: str | None, label: str) -> bool:
+    """The release's verdict on one {res, label} record (label is the gold letter)."""
+    first = first_letter(res)
+    return bool(first) and first == label
+
+
+def contains(answer: str | None, gold: str) -> bool:
+    """Correct when the answer contains the gold name (NFC, case-insensitive); an empty gold never matches."""
+    return bool(gold) and normalize(gold) in normalize(answer or "")
 
 
 def answer_part(text: str) -> str:
@@ -33,12 +53,10 @@ def answer_part(text: str) -> str:
     return text[:cut].strip()
 
 
-def name_in(output: str, name: str) -> bool:
-    return bool(name) and normalize(name) in normalize(output or "")
+def by_first_char(output: str, letters: str, options: list, label: int) -> int:
+    return first_char(output, letters)
 
 
-def contains(output: str, letters: str, options: list[str], label: int) -> int:
-    return label if name_in(answer_part(output), options[label].strip()) else -1
-
-
-JUDGES: dict[str, Judge] = {"first_char": first_char, "contains": contains}
+def by_name(output: str, letters: str, options: list, label: int) -> int:
+    """The gold option (its name) contained in the answer part of the output: the gold index, else -1."""
+    return label if contains(answer_part(output), options[label].strip()) else -1

@@ -31,6 +31,15 @@ class ModelSpec:
     revision: str | None = None
     tiny: dict[str, Any] = field(default_factory=dict)  # TinyConfig overrides
     max_length: int | None = None  # override of the model's context length
+    protocol: dict[str, Any] = field(default_factory=dict)  # the release's inference protocol (clika.protocol)
+    allow_unpinned_remote_code: bool = False  # run trust_remote_code without a pinned revision (not recommended)
+
+    def check_remote_code(self) -> None:
+        """trust_remote_code runs the hub repository's Python: only at a reviewed, pinned commit."""
+        if self.trust_remote_code and not self.revision and not self.allow_unpinned_remote_code:
+            raise ClikaError(f"model '{self.name}': trust_remote_code=true without a pinned model.revision would run "
+                             "unreviewed code from the hub",
+                             fix="set model.revision=<commit sha you reviewed> (or model.allow_unpinned_remote_code=true)")
 
 
 def _gguf_source(spec: ModelSpec) -> Path:
@@ -125,6 +134,7 @@ def _file_error(spec: ModelSpec, path: str) -> ClikaError | None:
 def load_tokenizer(spec: ModelSpec, path: str | None = None):
     from transformers import AutoTokenizer
 
+    spec.check_remote_code()
     path = path or resolve_model_dir(spec)
     try:
         tok = AutoTokenizer.from_pretrained(path, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
@@ -146,8 +156,9 @@ def load_model(spec: ModelSpec, device: str = "cpu"):
     import torch
     from transformers import AutoModelForCausalLM
 
+    spec.check_remote_code()
     path = resolve_model_dir(spec)
-    dtype = getattr(torch, spec.dtype)
+    dtype = "auto" if spec.dtype == "auto" else getattr(torch, spec.dtype)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, revision=spec.revision,
                                                      trust_remote_code=spec.trust_remote_code)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from clika.datasets import LETTERS
 from clika.jsonl import atomic_write_text, write_json, write_jsonl
-from clika.languages import LANGS
+from clika.languages import DIRS, LANGS
 from clika.metrics import CIRCULAR_KEYS
 
 
@@ -15,8 +16,7 @@ def _pct(v) -> str:
 
 
 def markdown_report(metrics: dict, title: str = "CLiKA evaluation") -> str:
-    lines = [f"# {title}", "",
-             f"scorer `{metrics['scorer']}` (letter form `{metrics['letter_form']}`), prompts `{metrics['prompt_style']}`"
+    lines = [f"# {title}", "", f"protocol {_protocol_line(metrics)}, prompts `{metrics['prompt_style']}`"
              f", subset {metrics['limit'] or 'all'} items (seed {metrics['seed']})"
              + (", circular (every rotation of the options; acc/ra/en_co are rotation 0's = the plain run)"
                 if metrics.get("circular") else "") + ". Values in %.", ""]
@@ -55,6 +55,14 @@ def _bias_rows(m: dict, langs: list[str]) -> list[str]:
     return [row("most-chosen letter (share %)", lambda b: f"{b['letter'] or '–'} ({_pct(b['share'])})"),
             row("chosen-letter entropy (normalised)", lambda b: "–" if b["entropy"] is None else f"{b['entropy']:.2f}"),
             row("RStd of recalls (%)", lambda b: _pct(b["rstd"]))]
+def _protocol_line(metrics: dict) -> str:
+    if metrics["protocol"] == "paper":
+        rp = metrics["release_protocol"]
+        dev = "; deviations: " + ", ".join(rp["deviations"]) if rp["deviations"] else ""
+        return (f"`paper` (the release's inference protocol: family `{rp['family']}` = `{rp['release_class']}`, "
+                f"{rp['num_beams']} beams, {rp['max_new_tokens']} new tokens, first-character rule{dev})")
+    return (f"`{metrics['protocol']}` (this project's protocol, letter form `{metrics['letter_form']}`; "
+            "not comparable item for item with the published outputs: use clika.protocol=paper)")
 
 
 def plot_accuracy(metrics: dict, path: Path) -> Path:
@@ -113,13 +121,27 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
+def release_file(root: Path, model_name: str, dataset: str, lang: str) -> Path:
+    """`<root>/<model>/<dataset>/<dir>.jsonl`, `<dir>` the release's folder name of the language (DE, ZH_trans,
+    zh, ...): the layout `clika.rescore` reads for the 46 published systems."""
+    return root / model_name / dataset / f"{DIRS.get(dataset, {}).get(lang, lang)}.jsonl"
+
+
 def write_evaluation(out_dir: str | Path, metrics: dict, results: dict, model_name: str) -> dict[str, Path]:
+    """results.json, predictions/<dataset>/<lang>.jsonl (with the raw output `res` where there is one),
+    report.md, plots; protocol=paper also writes results/<model>/<dataset>/<dir>.jsonl ({uuid, res, label})
+    so `eval.py task=rescore results_dir=<run dir>/results` scores them as the published systems."""
     out = Path(out_dir)
     paths = {"results": write_json(out / "results.json", {"model": model_name, **metrics})}
     for (ds, lang), res in results.items():
         write_jsonl(out / "predictions" / ds / f"{lang}.jsonl",
                     [{"uuid": r.uid, "pred": r.pred, "label": r.label, "correct": r.correct, "scores": r.scores,
-                      **({"output": r.output} if r.output is not None else {})} for r in res])
+                      **({"res": r.output} if r.output is not None else {})} for r in res])
+        if metrics.get("protocol") == "paper":
+            write_jsonl(release_file(out / "results", model_name, ds, lang),
+                        [{"uuid": r.uid, "res": r.output, "label": LETTERS[r.label]} for r in res])
+    if metrics.get("protocol") == "paper":
+        paths["release_results"] = out / "results"
     paths["report"] = atomic_write_text(out / "report.md", markdown_report(metrics, f"CLiKA evaluation: {model_name}"))
     paths["accuracy_png"] = plot_accuracy(metrics, out / "accuracy.png")
     paths["co_png"] = plot_co_heatmap(metrics, out / "co_heatmap.png")

@@ -13,7 +13,7 @@ from clika.errors import ClikaError
 from clika.jsonl import read_jsonl
 from clika.languages import LANGS, lang_from_dir
 from clika.metrics import co, relative_accuracy
-from clika.judges import first_char_letter
+from clika.judges import first_char_correct
 
 DATASETS = ("x_copa", "x_csqa", "x_geo", "x_name")
 N_OPTIONS = {"x_copa": 2, "x_csqa": 5, "x_geo": 4, "x_name": 4}
@@ -50,8 +50,7 @@ def correctness(path: Path) -> list[bool]:
     for i, row in enumerate(rows, start=1):
         if "res" not in row or "label" not in row:
             raise ClikaError(f"{path}:{i}: missing 'res' or 'label'", fix="records must be {uuid, res, label}")
-        first = first_char_letter(row["res"] if isinstance(row["res"], str) else "")
-        out.append(bool(first) and first == row["label"])
+        out.append(first_char_correct(row["res"], row["label"]))
     return out
 
 

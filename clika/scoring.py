@@ -2,9 +2,13 @@
 
 - `letter`: next-token log-probs restricted to the option letters, one forward pass per item.
 - `cloze`: summed log-prob of each option's text, normalised by its UTF-8 byte length.
-- `generate`: greedy generation (`clika.generation`) judged by a pluggable judge (`clika.judges`).
+- `paper`: the release's own inference protocol (2-beam generation of 2 or 4 tokens, one item per call, the
+  model family's output-string rule; `clika.generation`) judged by its first-character rule (`clika.judges`).
 
-All items of one call share the few-shot demonstration; the longest common *token* prefix is run once
+`letter` (the default) and `cloze` are this project's protocols: fast log-likelihood scorers whose
+numbers are not the release's; `paper` gives numbers comparable item for item with the published outputs.
+
+For letter / cloze, all items of one call share the few-shot demonstration; the longest common *token* prefix is run once
 and its KV cache reused, so cost grows with the item text, not the demonstration. Tokens are those of
 the full prompt, so reuse is exact. Right padding, length-sorted batches, fp32 log-softmax.
 """
@@ -12,15 +16,17 @@ the full prompt, so reuse is exact. Right padding, length-sorted batches, fp32 l
 from __future__ import annotations
 
 import copy
-import inspect
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from clika.errors import ClikaError
-from clika.generation import generate
-from clika.judges import Judge, first_char
+from clika.generation import greedy, release_generate
+from clika.judges import Judge, by_first_char, by_name
+from clika.kv import _cache_key, _common_prefix_len, _device, _encode, _forward_params, _out_cache
+from clika.protocol import ProtocolSpec
 
 
 @dataclass
@@ -35,10 +41,10 @@ class Request:
 @dataclass
 class Result:
     uid: str
-    pred: int  # index into options; -1 = no answer (generate)
+    pred: int  # index into options; -1 = no answer (paper)
     label: int
     scores: list[float] = field(default_factory=list)  # per-option log-prob (letter) or normalised (cloze)
-    output: str | None = None  # generated text (generate)
+    output: str | None = None  # raw output string `res` (paper)
 
     @property
     def correct(self) -> bool:
@@ -53,50 +59,7 @@ class Scorer(Protocol):
 
 def _progress(total: int, desc: str, enabled: bool = True):
     """A progress bar for long calls only (`enabled=False`: none, e.g. inside a training loop's own bar)."""
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, disable=not enabled or total < 200, leave=False)
-
-
-def _encode(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=True)["input_ids"]
-
-
-def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
-    """Longest common token prefix, kept one token short of the shortest sequence."""
-    if not seqs:
-        return 0
-    first, n = seqs[0], min(len(s) for s in seqs) - 1
-    for s in seqs[1:]:
-        i = 0
-        while i < n and s[i] == first[i]:
-            i += 1
-        n = i
-    return max(n, 0)
-
-
-def shares_prefix(tokenizer, contexts: Sequence[str]) -> bool:
-    """Whether all contexts share a token prefix. Decided on a whole file, it tells every rank alike whether
-    to run the shared-prefix forward (each shard's prefix is at least as long), keeping ranks in lockstep."""
-    return _common_prefix_len([_encode(tokenizer, c) for c in contexts]) > 0
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _forward_params(model) -> set[str]:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return set(inspect.signature(base.forward).parameters)
-
-
-def _cache_key(model) -> str:
-    """transformers >= 5.24 names the KV cache argument `cache` (formerly `past_key_values`)."""
-    return "cache" if "cache" in _forward_params(model) else "past_key_values"
-
-
-def _out_cache(out):
-    return getattr(out, "cache", None) if hasattr(out, "cache") else out.past_key_values
 
 
 class _PrefixRunner:
@@ -189,7 +152,7 @@ class LetterScorer:
     delimiter: str = ""
     reuse_prefix: bool = True
     name: str = "letter"
-    progress: bool = True  # a progress bar on long calls
+    progress: bool = True  # a progress bar on long calls (the task runner sets it)
 
     def letter_ids(self, tokenizer, req: Request, ctx_ids: list[int]) -> list[int]:
         ids = []
@@ -199,7 +162,7 @@ class LetterScorer:
                 raise ClikaError(
                     f"option letter {self.delimiter + letter!r} is not one token after the prompt of item "
                     f"{req.uid!r} with this tokenizer",
-                    fix="set clika.letter_delimiter=' ' (or '') so letters tokenize alone, or use clika.scorer=cloze")
+                    fix="set clika.letter_delimiter=' ' (or '') so letters tokenize alone, or use clika.protocol=cloze")
             ids.append(full[-1])
         return ids
 
@@ -245,7 +208,7 @@ class ClozeScorer:
     reuse_prefix: bool = True
     name: str = "cloze"
     reuse_context: bool = True  # run each item's context once for all its options (needs reuse_prefix)
-    progress: bool = True  # a progress bar on long calls
+    progress: bool = True  # a progress bar on long calls (the task runner sets it)
 
     def score(self, model, tokenizer, requests: Sequence[Request]) -> list[Result]:
         if not requests:
@@ -309,31 +272,59 @@ class ClozeScorer:
 
 
 @dataclass
-class GenerateScorer:
-    """Generation (`clika.generation`) of a few tokens, judged by `judge` (default: the first-character rule)."""
+class PaperScorer:
+    """`clika.protocol=paper`: the release's inference protocol (`clika.generation.release_generate` with the
+    model preset's `protocol` block) judged by the release's first-character rule (`clika.judges.first_char`).
+    Each Result keeps the raw output string `res`."""
 
-    batch_size: int = 8
-    max_new_tokens: int = 8
-    judge: Judge = first_char
+    spec: ProtocolSpec = field(default_factory=ProtocolSpec)
+    batch_size: int = 16  # unused: the release generates one item per call (kept for make_scorer's signature)
+    reuse_prefix: bool = True
     lockstep: bool = False
-    name: str = "generate"
+    name: str = "paper"
+    progress: bool = True  # a progress bar on long calls (the task runner sets it)
+    judge: Judge = by_first_char
 
     def score(self, model, tokenizer, requests: Sequence[Request]) -> list[Result]:
-        texts = generate(model, tokenizer, [r.context for r in requests], batch_size=self.batch_size,
-                         max_new_tokens=self.max_new_tokens, lockstep=self.lockstep)
+        bar = _progress(len(requests), "paper", self.progress)
+        texts = release_generate(model, tokenizer, [r.context for r in requests], self.spec,
+                                 reuse_prefix=self.reuse_prefix, lockstep=self.lockstep, progress=bar.update)
+        bar.close()
         return [Result(r.uid, self.judge(t, r.letters, r.options, r.label), r.label, [], t)
                 for r, t in zip(requests, texts)]
 
 
-SCORERS = {"letter": LetterScorer, "cloze": ClozeScorer, "generate": GenerateScorer}
+@dataclass
+class GenerateScorer:
+    """Greedy batched generation (`clika.generation.greedy`) judged by `judge`: the fictional stream's
+    `generate` scorer (`clika.judges.by_name`: the answer contains the gold name)."""
+
+    batch_size: int = 16
+    max_new_tokens: int = 48
+    judge: Judge = by_name
+    lockstep: bool = False
+    name: str = "generate"
+
+    def score(self, model, tokenizer, requests: Sequence[Request]) -> list[Result]:
+        texts = greedy(model, tokenizer, [r.context for r in requests], batch_size=self.batch_size,
+                       max_new_tokens=self.max_new_tokens, lockstep=self.lockstep)
+        return [Result(r.uid, self.judge(t, r.letters, r.options, r.label), r.label, [], t)
+                for r, t in zip(requests, texts)]
 
 
-def make_scorer(name: str, batch_size: int = 16, letter_delimiter: str = "", max_new_tokens: int = 8,
-                reuse_prefix: bool = True) -> Scorer:
-    if name == "letter":
+PROTOCOLS = ("letter", "cloze", "paper")
+
+
+def make_scorer(protocol: str, batch_size: int = 16, letter_delimiter: str = "", reuse_prefix: bool = True,
+                spec: ProtocolSpec | None = None) -> Scorer:
+    """The scorer of `clika.protocol`; `spec` (the model preset's protocol block) is used by `paper`."""
+    if protocol == "letter":
         return LetterScorer(batch_size, letter_delimiter, reuse_prefix)
-    if name == "cloze":
+    if protocol == "cloze":
         return ClozeScorer(batch_size, " " if letter_delimiter == " " else "", reuse_prefix)
-    if name == "generate":
-        return GenerateScorer(batch_size, max_new_tokens)
-    raise ClikaError(f"unknown scorer '{name}'", fix=f"set clika.scorer to one of {sorted(SCORERS)}")
+    if protocol == "paper":
+        return PaperScorer(spec or ProtocolSpec(), batch_size, reuse_prefix)
+    if protocol == "generate":
+        raise ClikaError("clika.protocol=generate was replaced by the release's own protocol",
+                         fix="set clika.protocol=paper")
+    raise ClikaError(f"clika.protocol: unknown protocol '{protocol}'", fix=f"set clika.protocol to one of {list(PROTOCOLS)}")

@@ -19,7 +19,8 @@ from clika.errors import ClikaError
 from clika.languages import LANGS
 from clika.metrics import aggregate, dataset_metrics
 from clika.prompts import STYLES, render
-from clika.scoring import Request, Result, Scorer, make_scorer
+from clika.protocol import ProtocolSpec
+from clika.scoring import PROTOCOLS, Request, Result, Scorer, make_scorer
 from clika.task import Gather, RequestSet, run_tasks
 
 DEFAULT_REF = {"x_csqa": 0.746, "x_copa": 0.964, "x_name": 0.922, "x_geo": 0.970}
@@ -34,12 +35,13 @@ class Suite:
         default_factory=lambda: {"basic": ["x_copa", "x_csqa"], "factual": ["x_geo", "x_name"]})
     custom: Mapping[str, str] = field(default_factory=dict)
     prompt_style: str = "paper"
-    scorer: str = "letter"
+    protocol: str = "letter"  # letter | cloze (this project's) | paper (the release's; clika.scoring)
+    model_protocol: Mapping | None = None  # the model preset's `protocol` block (used by protocol=paper)
+    spec: ProtocolSpec | None = field(default=None, repr=False)  # validated model_protocol (protocol=paper)
     letter_delimiter: str = ""
     limit: int | None = None
     seed: int = 1234
     batch_size: int = 16
-    max_new_tokens: int = 8
     reference: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_REF))
     bootstrap: int = 1000
     circular: bool = False  # every cyclic rotation of the options (clika.circular)
@@ -63,16 +65,23 @@ class Suite:
                 raise ClikaError(f"clika.langs: unknown language '{lang}'", fix=f"choose from {list(LANGS)}")
         if self.prompt_style not in STYLES:
             raise ClikaError(f"clika.prompt_style: unknown style '{self.prompt_style}'", fix=f"choose from {STYLES}")
+        if self.protocol not in PROTOCOLS:
+            make_scorer(self.protocol)  # one-line error naming the key (and `generate` -> `paper`)
+        if self.protocol == "paper":
+            if self.prompt_style != "paper":
+                raise ClikaError(f"clika.protocol=paper fixes the prompt, but clika.prompt_style={self.prompt_style}",
+                                 fix="set clika.prompt_style=paper (or use clika.protocol=letter)")
+            self.spec = ProtocolSpec.from_dict(self.model_protocol)
         if self.limit is not None and self.limit <= 0:
             raise ClikaError("clika.limit must be a positive integer or null", fix="e.g. clika.limit=50")
-        circ.check_rotatable(self.circular, self.scorer, "clika.scorer")
+        circ.check_rotatable(self.circular, self.protocol, "clika.protocol")
         return self
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Suite":
+        if "scorer" in d:
+            raise ClikaError("clika.scorer was renamed clika.protocol", fix="set clika.protocol=letter|cloze|paper")
         known = {k: v for k, v in dict(d).items() if k in cls.__dataclass_fields__}
-        if "protocol" in d:  # clika.protocol (issue #12) names the release protocol `paper`, which cannot rotate
-            circ.check_rotatable(bool(d.get("circular")), d["protocol"], "clika.protocol")
         for key in ("datasets", "langs"):
             if key in known:
                 known[key] = list(known[key])
@@ -144,7 +153,7 @@ class DatasetTask:
 
 
 def suite_tasks(suite: Suite, items: Mapping[str, Mapping[str, list[Item]]]) -> list[DatasetTask]:
-    scorer = make_scorer(suite.scorer, suite.batch_size, suite.letter_delimiter, suite.max_new_tokens)
+    scorer = make_scorer(suite.protocol, suite.batch_size, suite.letter_delimiter, spec=suite.spec)
     registry = suite.registry
     return [DatasetTask(ds, {lang: by_lang[lang] for lang in suite.langs if lang in by_lang},
                         registry[ds].template, suite.prompt_style, scorer, suite.reference[ds], suite.bootstrap,
@@ -152,9 +161,16 @@ def suite_tasks(suite: Suite, items: Mapping[str, Mapping[str, list[Item]]]) -> 
             for ds, by_lang in items.items()]
 
 
+def suite_requests(suite: Suite, tokenizer=None, items: Mapping | None = None) -> dict[tuple[str, str], list[Request]]:
+    """{(dataset, lang): requests} of the suite's tasks, as `run_tasks` would score them (for benches and tests)."""
+    items = items if items is not None else load_suite_items(suite)
+    return {s.key: s.requests for t in suite_tasks(suite, items) for s in t.request_sets(tokenizer)}
+
+
 def suite_metrics(suite: Suite, per_dataset: Mapping[str, dict]) -> dict:
     return {"datasets": dict(per_dataset), "summary": aggregate(per_dataset, suite.streams),
-            "scorer": suite.scorer, "letter_form": f"Answer:{suite.letter_delimiter}<letter>",
+            "protocol": suite.protocol, "letter_form": f"Answer:{suite.letter_delimiter}<letter>",
+            **({"release_protocol": suite.spec.to_dict()} if suite.protocol == "paper" else {}),
             "prompt_style": suite.prompt_style, "limit": suite.limit, "seed": suite.seed, "circular": suite.circular}
 
 

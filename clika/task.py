@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Hashable, Mapping, Protocol, Sequence
 
-from clika.scoring import Request, Result, Scorer, shares_prefix
+from clika.kv import shares_prefix
+from clika.scoring import Request, Result, Scorer
 
 Gather = Callable[[Any], list]
 

@@ -10,12 +10,21 @@ from typing import Any
 
 from clika.errors import ClikaError
 
-TEMPLATES = ("alpaca", "llama2", "chat", "plain")
+TEMPLATES = ("alpaca", "alpaca_stanford", "llama2", "chat", "plain")
 
 ALPACA_HEAD = ("Below is an instruction that describes a task. "
                "Write a response that appropriately completes the request.\n\n")
 ALPACA_HEAD_INPUT = ("Below is an instruction that describes a task, paired with an input that provides "
                      "further context. Write a response that appropriately completes the request.\n\n")
+# `alpaca` is LLaMA-Factory's template of that name, the one the release's fictional fine-tuning used
+# (RiverGao/CLiKA fictional/trainLora.sh and trainFull.sh: `--template alpaca` for Llama-2-13B / LLaMA-7B;
+# hiyouga/LLaMA-Factory src/llmtuner/extras/template.py): turn 0 = bos + header + "\n\n" +
+# "### Instruction:\n{query}\n\n### Response:\n", response + eos; turn t = "\n\n" + bos + the same prompt.
+# The query is the instruction, plus "\n" + input when there is one (LLaMA-Factory's preprocessing); a
+# record's system text replaces the header. bos only when tokenizer.bos_token_id is truthy (as there).
+# `alpaca_stanford` is the Stanford Alpaca layout (header "...paired with an input...", `### Input:` block).
+LF_ALPACA_HEAD = ("Below is an instruction that describes a task. "
+                  "Write a response that appropriately completes the request.")
 
 
 def _turns(record: dict[str, Any]) -> tuple[str | None, list[tuple[str, str, str]]]:
@@ -39,6 +48,12 @@ def render_segments(record: dict[str, Any], template: str, tokenizer) -> list[tu
     bos, eos = tokenizer.bos_token or "", tokenizer.eos_token or ""
     segs: list[tuple[str, bool]] = []
     if template == "alpaca":
+        lf_bos = bos if getattr(tokenizer, "bos_token_id", None) else ""
+        for i, (user, inp, bot) in enumerate(turns):
+            query = user + (f"\n{inp}" if inp else "")
+            start = f"{lf_bos}{system or LF_ALPACA_HEAD}\n\n" if i == 0 else f"\n\n{lf_bos}"
+            segs += [(f"{start}### Instruction:\n{query}\n\n### Response:\n", False), (bot + eos, True)]
+    elif template == "alpaca_stanford":
         for user, inp, bot in turns:
             head = ALPACA_HEAD_INPUT if inp else ALPACA_HEAD
             body = f"### Instruction:\n{user}\n\n" + (f"### Input:\n{inp}\n\n" if inp else "")

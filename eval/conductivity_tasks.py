@@ -101,6 +101,8 @@ def conductivity(cfg: DictConfig) -> dict:
               "n_continents": res["n_continents"], "chance": res["chance"], "defects": mine,
               "other_defects": len(task.defects) - len(mine),
               "gate_passed": not g.gated, "xrr": g.xrr, "xrr_corrected": g.xrr_corrected, "x_ratio": g.x_ratio,
+              **{f"xrr_{o}": res["scores"][o][xs].xrr for o in task.scorers if o != gate},
+              **{f"gate_passed_{o}": not res["scores"][o][xs].gated for o in task.scorers if o != gate},
               "results": {s: {"langs": res["langs"][s], "summary": res["summary"][s],
                               "scores": {k: v.to_dict() for k, v in res["scores"][s].items()}} for s in task.scorers},
               "tokenization": tokenization}

@@ -23,6 +23,8 @@ def evaluate(cfg: DictConfig) -> dict:
     suite = suite_from_cfg(cfg)
     items = load_suite_items(suite)  # fail on data problems before paying for the model
     spec = ModelSpec(**OmegaConf.to_container(cfg.model, resolve=True))
+    if suite.protocol == "paper":  # the release loaded weights in the family's dtype (model.protocol.dtype)
+        spec.dtype = suite.spec.dtype
     device = cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model(spec, device=device)
     metrics, results = run_suite(model, tokenizer, suite, items=items)

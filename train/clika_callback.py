@@ -155,14 +155,13 @@ class ClikaEvalCallback(pl.Callback):
                 outs = run_tasks(model, tokenizer, tasks, rank, world, gather, progress=False)
         finally:
             model.train(was_training)
-        metrics: dict = {"datasets": {}, "summary": {"streams": {}}, "scorer": None}
+        metrics: dict = {"datasets": {}, "summary": {"streams": {}}, "protocol": None}
         if self._suite is not None:
             metrics = suite_metrics(self._suite, {t.name: outs[t.name].metrics for t in self._tasks})
-        if self._fictional is not None:
+        if self._fictional is not None:  # its entry names its own (gating) scorer
             dataset, stream = self._fictional.stream(outs[self._fictional.name].metrics)
             metrics["datasets"]["fictional"] = dataset
             metrics["summary"]["streams"]["fictional"] = stream
-            metrics["scorer"] = metrics["scorer"] or dataset["scorer"]
         step = trainer.global_step
         self.evaluated.append(step)
         self.seconds += time.perf_counter() - started

@@ -13,8 +13,12 @@ Two scorers, both reported, either one gating:
   prompt with the English name as input; options are the X names of the same kind (all continents,
   or the gold city and #continents-1 seeded other cities), so every question has #continents options
   and chance is 1/#continents everywhere.
-- ``generate``: generation after the training prompt (`clika.generation`), correct when the answer part of
-  the output contains the gold name (the paper's rule, `clika.judges.contains`).
+- ``generate``: greedy generation after the training prompt (`clika.generation.greedy`), correct when the
+  answer part of the output contains the gold name (the paper's rule, `clika.judges.by_name`). Greedy decoding
+  and the answer length are this project's choices: the release does not ship its fictional inference script.
+
+By default ``generate`` gates and gives XRR (the release's rule: the fictional README judges an answer by the
+continent in its tag) and ``mc`` is a diagnostic reported beside it (``xrr_mc``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from clika.fictional.generated import generated_root
 from clika.fictional.layout import FictionalItem, Record, fictional_root, load_fictional, load_translate
 from clika.fictional.metrics import lang_table, scores_by_lang, summary
 from clika.fictional.release import check_release, validate_release
-from clika.judges import answer_part, contains
+from clika.judges import answer_part
 from clika.languages import LANGS, check_lang
 from clika.scoring import ClozeScorer, GenerateScorer, Request, Result
 from clika.task import RequestSet
@@ -128,7 +132,15 @@ def render_prompt(instruction: str, input: str = "", template: str = "alpaca", t
     segs = render_segments({"instruction": instruction, "input": input, "output": _SENTINEL}, template, tokenizer)
     cut = next(i for i, (text, _) in enumerate(segs) if _SENTINEL in text)
     prompt = "".join(text for text, _ in segs[:cut])
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and prompt.startswith(bos) and _adds_bos(tokenizer):  # the scorers' tokenizer call adds it again
+        prompt = prompt[len(bos):]
     return prompt, segs[cut][0].split(_SENTINEL)[0]
+
+
+def _adds_bos(tokenizer) -> bool:
+    ids = tokenizer("x")["input_ids"] if callable(tokenizer) else []
+    return bool(ids) and ids[0] == getattr(tokenizer, "bos_token_id", None)
 
 
 @dataclass(frozen=True)
@@ -222,7 +234,7 @@ class FictionalTask:
     name = "fictional"
 
     def __init__(self, root: str | None = None, lang: str | None = None, langs: Sequence[str] | None = None,
-                 world: Mapping | None = None, scorers: Sequence[str] = SCORERS, gate: str | None = None,
+                 world: Mapping | None = None, scorers: Sequence[str] = ("generate", "mc"), gate: str | None = None,
                  threshold: float = 0.9, limit: int | None = None, seed: int = 1234, batch_size: int = 16,
                  max_new_tokens: int | None = None, template: str = "alpaca", allow_defects: bool = True,
                  cache_dir: str | None = None):
@@ -261,7 +273,7 @@ class FictionalTask:
                                        [Request(p.uid, p.mc_context, "", list(p.options), p.label) for p in probes]))
             else:
                 mnt = self.max_new_tokens or auto_max_new_tokens(tokenizer, probes)
-                sets.append(RequestSet((self.name, s), GenerateScorer(self.batch_size, mnt, judge=contains),
+                sets.append(RequestSet((self.name, s), GenerateScorer(self.batch_size, mnt),
                                        [Request(p.uid, p.prompt, "", [p.gold], 0) for p in probes]))
         return sets
 
@@ -292,9 +304,17 @@ class FictionalTask:
                 "summary": {s: summary(langs[s], self.trained, 1.0 / n) for s in self.scorers}}
 
     def stream(self, metrics: Mapping) -> tuple[dict, dict]:
-        """(dataset entry, stream summary) of the gating scorer, as the alignment curves log them."""
+        """(dataset entry, stream summary) as the alignment curves log them: the gating scorer's numbers, and
+        every other scorer's beside them with its name as suffix (acc_mc, xrr_mc, gate_passed_mc, ...)."""
         g = metrics["gate_scorer"]
-        dataset = {"langs": metrics["langs"][g], "scorer": g, "chance": metrics["chance"],
+        langs = {lang: dict(v) for lang, v in metrics["langs"][g].items()}
+        summary = dict(metrics["summary"][g])
+        for other in (s for s in self.scorers if s != g):
+            for lang, v in metrics["langs"][other].items():
+                langs.setdefault(lang, {}).update({f"{k}_{other}": v.get(k) for k in
+                                                   ("acc", "acc_type0", "acc_type1", "xrr", "gate_passed")})
+            summary.update({f"{k}_{other}": v for k, v in metrics["summary"][other].items() if k != "chance"})
+        dataset = {"langs": langs, "scorer": g, "scorers": list(self.scorers), "chance": metrics["chance"],
                    "n_continents": metrics["n_continents"], "threshold": self.threshold, "trained": self.trained,
                    "limit": self.limit, "seed": self.seed, "root": str(self.root)}
-        return dataset, metrics["summary"][g]
+        return dataset, summary

@@ -218,13 +218,10 @@ def test_circular_evaluation_writes_its_metrics_and_every_rotation(tiny, data_ro
 
 # ---------------------------------------------------------------- bad input
 def test_circular_with_a_protocol_that_cannot_rotate_is_a_one_line_error():
-    with pytest.raises(ClikaError, match=r"clika.circular=true .*clika.scorer=generate.*fix: set clika.scorer=letter"):
-        Suite.from_dict({"datasets": ["x_copa"], "scorer": "generate", "circular": True})
     with pytest.raises(ClikaError, match=r"clika.circular=true .*clika.protocol=paper.*fix: set clika.protocol=letter"):
         Suite.from_dict({"datasets": ["x_copa"], "protocol": "paper", "circular": True})
     for ok in ("letter", "cloze"):
-        assert Suite.from_dict({"datasets": ["x_copa"], "scorer": ok, "circular": True}).circular
-    assert not Suite.from_dict({"datasets": ["x_copa"], "scorer": "generate", "circular": False}).circular
+        assert Suite.from_dict({"datasets": ["x_copa"], "protocol": ok, "circular": True}).circular
     with pytest.raises(ClikaError) as err:
-        Suite(scorer="generate", circular=True).validate()
+        Suite(protocol="paper", circular=True).validate()
     assert "\n" not in str(err.value)

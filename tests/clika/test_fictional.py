@@ -16,7 +16,7 @@ from clika.fictional.release import check_release, validate_release
 from clika.fictional.texts import ANSWERS, LANG_NAMES, QUESTIONS, TRANSLATE
 from clika.fictional.tokenization import name_tokenization_report
 from clika.fictional.world import make_world
-from clika.judges import name_in as answer_correct
+from clika.judges import contains as answer_correct
 from clika.languages import LANGS, NON_EN
 
 OFFICIAL = Path(os.environ.get("CLIKA_DATA", "/work/shared/clika-data")) / "fictional"

@@ -11,7 +11,7 @@ from clika.fictional.metrics import lang_table, scores_by_lang
 from clika.fictional.report import markdown
 from clika.fictional.task import FictionalTask, build_probes, load_data
 from clika.fictional.world import make_world
-from clika.generation import generate
+from clika.generation import greedy as generate
 from clika.judges import answer_part
 from clika.task import lockstep, run_tasks, score_sets, shard, unshard
 from train.data.processing import encode_sft
@@ -87,7 +87,8 @@ def test_mc_context_is_the_training_text_token_for_token(data, probes, tiny):
         n_prompt = len(tok(p.prompt, add_special_tokens=False)["input_ids"])  # training masks exactly this
         assert set(labels[:n_prompt]) == {-100} and labels[n_prompt] != -100
     assert en.mc_context.endswith("the continent of") and en.options[0].startswith(" ")
-    assert tr.mc_context == tr.prompt and "### Input:\n" + rec.input in tr.prompt
+    # LLaMA-Factory's alpaca: the input follows the instruction after a newline (no "### Input:" block)
+    assert tr.mc_context == tr.prompt and f"### Instruction:\n{rec.prompt}\n{rec.input}\n\n" in tr.prompt
 
 
 def test_llama2_template_moves_the_leading_space_into_the_options(data, tiny):
@@ -216,12 +217,13 @@ def test_markdown_states_xrr_next_to_chance():
 
 def test_probe_generates_its_world_once_and_reports_the_callback_shape(tmp_path, tiny):
     world = {"seed": 1, "continents": 3, "cities_per_continent": 2}
-    probe = FictionalTask(world=world, lang="zh", scorers=["mc"], limit=4, seed=0, cache_dir=str(tmp_path))
+    probe = FictionalTask(world=world, lang="zh", limit=4, seed=0, cache_dir=str(tmp_path))
     assert probe.langs == ["en", "zh"] and probe.defects == []
     assert FictionalTask(world=world, lang="zh", cache_dir=str(tmp_path)).root == probe.root
     assert FictionalTask(world={**world, "seed": 2}, lang="zh", cache_dir=str(tmp_path)).root != probe.root
     dataset, s = probe.stream(run_tasks(*tiny, [probe])["fictional"].metrics)
-    assert dataset["scorer"] == "mc" and "co_matrix" not in dataset
+    assert dataset["scorer"] == "generate" and "co_matrix" not in dataset  # gates; mc reported beside it
+    assert "xrr_mc" in s and "gate_passed_mc" in s and "acc_mc" in dataset["langs"]["zh"]
     langs = dataset["langs"]
     assert set(langs) == {"en", "zh"} and langs["en"]["n"] == 4 and langs["en"]["acc_type0"] is not None
     for key in ("acc", "acc_type0", "acc_type1", "xrr", "n"):

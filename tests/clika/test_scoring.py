@@ -4,8 +4,8 @@ import torch
 from clika.datasets import REGISTRY, load_parallel
 from clika.errors import ClikaError
 from clika.prompts import render
-from clika.judges import first_char_letter
-from clika.scoring import ClozeScorer, GenerateScorer, LetterScorer, Request, make_scorer
+from clika.judges import first_letter
+from clika.scoring import ClozeScorer, LetterScorer, PaperScorer, Request, make_scorer
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +63,13 @@ def test_cloze_context_once_per_item_equals_one_row_per_option(tiny, requests_zh
         assert max(abs(x - y) for x, y in zip(a.scores, c.scores)) < 1e-5
 
 
-def test_generate_uses_first_character_rule(tiny, requests_zh):
+def test_paper_protocol_uses_first_character_rule(tiny, requests_zh):
     model, tok = tiny
-    res = GenerateScorer(batch_size=4, max_new_tokens=3).score(model, tok, requests_zh[:4])
+    res = PaperScorer(batch_size=4).score(model, tok, requests_zh[:4])
     for r in res:
-        first = first_char_letter(r.output)
-        assert r.pred == ("ABCDE".index(first) if first and first in "ABCDE" else -1)
-    assert first_char_letter("  C. hospital") == "C" and first_char_letter("") == "" and first_char_letter(None) == ""
+        first = first_letter(r.output)
+        assert isinstance(r.output, str) and r.pred == ("ABCDE".index(first) if first and first in "ABCDE" else -1)
+    assert first_letter("  C. hospital") == "C" and first_letter("") == "" and first_letter(None) == ""
 
 
 def test_multi_token_letter_is_a_clear_error(tiny, requests_zh):
@@ -77,7 +77,7 @@ def test_multi_token_letter_is_a_clear_error(tiny, requests_zh):
     bad = [Request("x", requests_zh[0].context, "AB", ["1", "2"], 0)]
     with pytest.raises(ClikaError, match="not one token"):
         LetterScorer(delimiter=" ·").score(model, tok, bad)
-    with pytest.raises(ClikaError, match="unknown scorer"):
+    with pytest.raises(ClikaError, match="unknown protocol"):
         make_scorer("nope")
 
 
@@ -85,7 +85,8 @@ class _Captured(Exception):
     pass
 
 
-@pytest.mark.parametrize("scorer, circular", [("letter", False), ("cloze", False), ("letter", True)])
+@pytest.mark.parametrize("scorer, circular", [("letter", False), ("cloze", False), ("paper", False),
+                                              ("letter", True)])
 def test_log_probs_do_not_depend_on_the_number_of_ranks(tiny, data_root, scorer, circular):
     """Each rank scores its padded shard; gathered and unsharded, per-item log-probs equal one rank's."""
     from clika.suite import Suite, load_suite_items, suite_tasks
@@ -93,7 +94,7 @@ def test_log_probs_do_not_depend_on_the_number_of_ranks(tiny, data_root, scorer,
 
     model, tok = tiny
     suite = Suite.from_dict({"data_root": str(data_root), "datasets": ["x_copa", "x_csqa"], "langs": ["en", "ja"],
-                             "limit": 7, "scorer": scorer, "batch_size": 4, "circular": circular})
+                             "limit": 7, "protocol": scorer, "batch_size": 4, "circular": circular})
     sets = [s for t in suite_tasks(suite, load_suite_items(suite)) for s in t.request_sets(tok)]
     one = score_sets(model, tok, sets)
     for world in (2, 3):
@@ -108,7 +109,8 @@ def test_log_probs_do_not_depend_on_the_number_of_ranks(tiny, data_root, scorer,
         for key, results in one.items():
             assert [r.uid for r in gathered[key]] == [r.uid for r in results]
             for a, b in zip(results, gathered[key]):
-                assert a.pred == b.pred and max(abs(x - y) for x, y in zip(a.scores, b.scores)) < 1e-4, (world, key)
+                assert a.pred == b.pred and a.output == b.output, (world, key)  # paper: lockstep, same res
+                assert max((abs(x - y) for x, y in zip(a.scores, b.scores)), default=0.0) < 1e-4, (world, key)
 
 
 def test_progress_is_an_argument_not_an_environment_variable(monkeypatch, tiny):

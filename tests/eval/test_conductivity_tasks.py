@@ -24,6 +24,7 @@ def test_make_fictional_then_conductivity_tasks(tmp_path, capsys):
     assert "release check: clean" in capsys.readouterr().out
     cfg = OmegaConf.create({**base, "output_dir": str(tmp_path / "cond")})
     cfg.fictional.root, cfg.fictional.lang, cfg.fictional.limit, cfg.fictional.scorers = str(tmp_path / "gen"), "ja", 4, ["mc"]
+    cfg.fictional.gate = "mc"
     res = conductivity(cfg)
     report = json.loads((tmp_path / "cond" / "conductivity.json").read_text(encoding="utf-8"))
     assert report["x"] == "ja" and report["chance"] == pytest.approx(1 / 3) and report["gate_passed"] is False

@@ -25,7 +25,7 @@ def test_evaluate_writes_results_predictions_report_and_plots(data_root, tmp_pat
               f"hydra.run.dir={tmp_path}/run"], data_root, tmp_path)
     run = tmp_path / "run"
     res = json.loads((run / "results.json").read_text())
-    assert res["model"] == "tiny" and res["scorer"] == "letter" and res["letter_form"] == "Answer:<letter>"
+    assert res["model"] == "tiny" and res["protocol"] == "letter" and res["letter_form"] == "Answer:<letter>"
     zh = res["datasets"]["x_copa"]["langs"]["zh"]
     assert zh["n"] == 12 and 0 <= zh["acc"] <= 1 and "en_co" in zh and "ra" in zh
     preds = [json.loads(l) for l in (run / "predictions" / "x_name" / "de.jsonl").read_text().splitlines()]
@@ -60,8 +60,8 @@ def test_rescore_task_all_systems(data_root, tmp_path):
     (["clika.langs=[en,xx]"], "unknown language 'xx'"),
     (["task=frobnicate"], "unknown task 'frobnicate'"),
     (["task=rescore"], "results_dir is not set"),
-    (["clika.circular=true", "clika.scorer=generate"], "clika.circular=true cannot rotate the options under "
-                                                         "clika.scorer=generate"),
+    (["clika.circular=true", "clika.protocol=paper"], "clika.circular=true cannot rotate the options under "
+                                                        "clika.protocol=paper"),
 ])
 def test_bad_config_is_one_line_error(data_root, tmp_path, args, message):
     proc = run_eval(args, data_root, tmp_path, check=False)

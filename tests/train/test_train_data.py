@@ -40,7 +40,7 @@ def test_packing_has_no_padding_and_keeps_the_stream(tok):
         pack_pt(texts, tok, block_size=32, remainder="pad")
 
 
-@pytest.mark.parametrize("template", ["alpaca", "llama2", "plain"])
+@pytest.mark.parametrize("template", ["alpaca", "alpaca_stanford", "llama2", "plain"])
 def test_sft_loss_only_on_response_tokens(tok, template):
     rec = {"instruction": "Which continent is Astralyn in?", "input": "Answer briefly.",
            "output": "Astralyn is in Mythosia."}
