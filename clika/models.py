@@ -13,6 +13,7 @@ from typing import Any
 from safetensors import safe_open
 from tokenizers import Tokenizer
 
+from clika.checks.paths import is_local_path
 from clika.env import cache_root
 from clika.errors import ClikaError
 
@@ -76,8 +77,7 @@ def resolve_model_dir(spec: ModelSpec) -> str:
         save_folder_atomically(out, model, tok)
         return str(out)
     path = spec.name_or_path
-    if (path.startswith((".", "/", "~")) or os.sep in path.strip("/").split("/", 1)[-1]) and not Path(
-            path).expanduser().exists():
+    if is_local_path(path) and not Path(path).expanduser().exists():
         raise ClikaError(f"model.name_or_path: local dir '{path}' does not exist",
                          fix="point it at an HF folder (config.json + weights) or a hub id like org/name")
     return os.path.expanduser(path)
