@@ -7,6 +7,10 @@ Side tasks: `task=dump_prompts output_dir=OUT`, `task=rescore results_dir=DIR ou
 import sys
 from pathlib import Path
 
+from clika.quiet import quiet_known_noise
+
+quiet_known_noise()  # before Hydra composes
+
 import hydra
 from omegaconf import DictConfig
 

@@ -8,6 +8,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from clika.quiet import quiet_known_noise  # noqa: E402
+
+quiet_known_noise()  # before Hydra composes (its launcher-schema notice) and Lightning starts
+
 from train.slurm_signals import install_early_handlers  # noqa: E402  (light: no torch / Lightning)
 
 install_early_handlers()  # in a SLURM job, a requeue signal during start-up is recorded instead of killing it

@@ -44,6 +44,11 @@ def check_eval(suite: Any, need_data: bool = False, langs_key: str = "clika.lang
     # earlier check never needs (`python train.py data.block_size=1` ends in 0.5 s; importing it first adds 1.2 s).
     from clika.suite import Suite
 
-    s = Suite.from_dict(suite)
+    try:
+        s = Suite.from_dict(suite)
+    except ClikaError as e:  # the suite names clika.langs; training sets them as callbacks.clika.langs
+        if langs_key != "clika.langs" and str(e).startswith("clika.langs:"):
+            raise ClikaError(langs_key + str(e).removeprefix("clika.langs")) from None
+        raise
     if need_data:
         check_data_layout(suite["data_root"], list(s.datasets), list(s.langs), langs_key)
