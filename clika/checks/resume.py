@@ -50,6 +50,9 @@ def _leaves(cfg: Any, prefix: str = "") -> dict[str, Any]:
             val = cfg[k]
         except Exception:  # noqa: BLE001 - ??? or an interpolation that resolves only in the job
             continue
+        if isinstance(val, DictConfig):  # an interpolated node (`${fictional.world}`): compare its leaves
+            out.update(_leaves(val, key + "."))
+            continue
         out[key] = OmegaConf.to_container(val, resolve=True) if isinstance(val, ListConfig) else val
     return out
 
