@@ -33,8 +33,12 @@ def saved_config_path(resume: Any, run_dir: str | Path | None) -> Path | None:
     return base / "config.yaml" if base is not None and (base / "config.yaml").is_file() else None
 
 
+_UNKNOWN = object()  # a leaf that does not resolve yet
+
+
 def _leaves(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    """{dotted key: value} of every leaf that resolves now (`${hydra:...}` before the job does not)."""
+    """{dotted key: value} of every leaf; `_UNKNOWN` for those that do not resolve yet (`${hydra:...}` before the
+    job)."""
     out: dict[str, Any] = {}
     if not isinstance(cfg, DictConfig):
         return out
@@ -49,6 +53,10 @@ def _leaves(cfg: Any, prefix: str = "") -> dict[str, Any]:
         try:
             val = cfg[k]
         except Exception:  # noqa: BLE001 - ??? or an interpolation that resolves only in the job
+            out[key] = _UNKNOWN
+            continue
+        if val is None and node is not None and node._is_interpolation():
+            out[key] = _UNKNOWN  # `${paths.output_dir}` before the job sets Hydra's runtime dir
             continue
         if isinstance(val, DictConfig):  # an interpolated node (`${fictional.world}`): compare its leaves
             out.update(_leaves(val, key + "."))
@@ -66,7 +74,7 @@ def changed_keys(old: Any, new: Any, ignored: Iterable[str] = ()) -> dict[str, t
     a, b = _leaves(old), _leaves(new)
     ignored = list(ignored)
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
-            if not _under(k, ignored) and a.get(k) != b.get(k)}
+            if not _under(k, ignored) and a.get(k) != b.get(k) and _UNKNOWN not in (a.get(k), b.get(k))}
 
 
 def check_resume(cfg: Any, run_dir: str | Path | None, fixed: Iterable[str], ignored: Iterable[str] = ()) -> None:

@@ -209,3 +209,22 @@ def test_two_checkpoints_reports_differ(tmp_path, tiny):
     # the report shows results.json's confidence intervals and what a stream mean averages
     assert "acc 95% CI (bootstrap)" in reports[0] and "| basic (x_copa) |" in reports[0]
     del torch
+
+
+def test_bench_rerender_into_a_new_dir_keeps_hand_written_notes(tmp_path):
+    import shutil
+
+    out = tmp_path / "new" / "x"
+    (tmp_path / "new").mkdir()
+    shutil.copy(ROOT / "bench" / "results.json", out.with_suffix(".json"))
+    cmd = [sys.executable, "bench/run.py", "--sections", "", "--out", str(out)]
+    assert subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120).returncode == 0
+    md = out.with_suffix(".md")
+    md.write_text(md.read_text() + "- measured by hand: 3.1x on a quiet machine\n")
+    assert subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120).returncode == 0
+    text = md.read_text()
+    assert text.count("- measured by hand: 3.1x on a quiet machine") == 1 and "items, official on" in text
+    fresh = tmp_path / "absent" / "y"  # --out into a folder that does not exist yet
+    assert subprocess.run([sys.executable, "bench/run.py", "--sections", "", "--out", str(fresh), "--merge",
+                           str(ROOT / "bench" / "results.json")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120).returncode == 0 and fresh.with_suffix(".md").exists()
