@@ -66,6 +66,21 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def honour_umask(folder: Path) -> None:
+    """Give every file and folder under `folder` the permissions of an ordinary write under the umask: writers
+    that go through their own temp files (transformers' save_pretrained writes model.safetensors 0600) would
+    otherwise leave them unreadable to colleagues."""
+    mask = _umask()
+    for root, dirs, files in os.walk(folder):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o777 & ~mask)
+        for f in files:
+            p = os.path.join(root, f)
+            if not os.path.islink(p):
+                execute = os.stat(p).st_mode & 0o100
+                os.chmod(p, (0o777 if execute else 0o666) & ~mask)
+
+
 @contextmanager
 def atomic_dir(out: str | Path, *, replace: bool = False) -> Iterator[Path]:
     """`with atomic_dir(out) as tmp:` fill `tmp`; on success it becomes `out`.
@@ -79,6 +94,7 @@ def atomic_dir(out: str | Path, *, replace: bool = False) -> Iterator[Path]:
     tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
+        honour_umask(tmp)
         if replace and out.exists():
             shutil.rmtree(out)
         try:

@@ -81,8 +81,11 @@ def launch_id(env: Mapping[str, str] | None = None) -> str | None:
     return None
 
 
-def shared_run_dir(base: str, stamp: str, env: Mapping[str, str] | None = None) -> str:
-    """The run dir of this launch: $CLIKA_RUN_DIR, else <base>/<launch id> (srun/torchrun), else <base>/<stamp>."""
+def shared_run_dir(base: str, stamp: str, env: Mapping[str, str] | None = None, output_dir: str | None = None) -> str:
+    """The run dir of this launch: `output_dir` when the user named one (eval.py output_dir=OUT), else
+    $CLIKA_RUN_DIR, else <base>/<launch id> (srun/torchrun), else <base>/<stamp>."""
+    if output_dir not in (None, "", "None"):
+        return str(output_dir)
     e = _env(env)
     if e.get(RUN_DIR_ENV):
         return str(e[RUN_DIR_ENV])
@@ -96,10 +99,11 @@ def rank_zero_only(value: Any, env: Mapping[str, str] | None = None) -> Any:
 
 
 def register_resolvers() -> None:
-    """`${clika_run_dir:<base>,<stamp>}` and `${clika_rank_zero:<value>}`; idempotent."""
+    """`${clika_run_dir:<base>,<stamp>[,<output_dir>]}` and `${clika_rank_zero:<value>}`; idempotent."""
     if not OmegaConf.has_resolver("clika_run_dir"):
-        OmegaConf.register_new_resolver("clika_run_dir", lambda base, stamp: shared_run_dir(str(base), str(stamp)),
-                                        use_cache=True)
+        OmegaConf.register_new_resolver(
+            "clika_run_dir", lambda base, stamp, out=None: shared_run_dir(str(base), str(stamp), output_dir=out),
+            use_cache=True)
     if not OmegaConf.has_resolver("clika_cwd"):  # = ${hydra:runtime.cwd} (no chdir), also before HydraConfig is set
         OmegaConf.register_new_resolver("clika_cwd", os.getcwd)
     if not OmegaConf.has_resolver("clika_gpus_per_node"):  # SLURM GPUs per node: none for CPU runs

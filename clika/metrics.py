@@ -105,7 +105,8 @@ def aggregate(per_dataset: Mapping[str, dict], streams: Mapping[str, Sequence[st
         return out
 
     out = {"datasets": {d: summary([d]) for d in per_dataset}}
-    out["streams"] = {s: summary(ds) for s, ds in streams.items() if any(d in per_dataset for d in ds)}
+    out["streams"] = {s: {**summary(ds), "datasets": [d for d in ds if d in per_dataset]}  # what each mean averages
+                      for s, ds in streams.items() if any(d in per_dataset for d in ds)}
     out["overall"] = summary(list(per_dataset))
     return out
 

@@ -13,6 +13,7 @@ from typing import Any
 from safetensors import safe_open
 from tokenizers import Tokenizer
 
+from clika.checks.paths import is_local_path
 from clika.env import cache_root
 from clika.errors import ClikaError
 
@@ -85,8 +86,7 @@ def resolve_model_dir(spec: ModelSpec) -> str:
         save_folder_atomically(out, model, tok)
         return str(out)
     path = spec.name_or_path
-    if (path.startswith((".", "/", "~")) or os.sep in path.strip("/").split("/", 1)[-1]) and not Path(
-            path).expanduser().exists():
+    if is_local_path(path) and not Path(path).expanduser().exists():
         raise ClikaError(f"model.name_or_path: local dir '{path}' does not exist",
                          fix="point it at an HF folder (config.json + weights) or a hub id like org/name")
     return os.path.expanduser(path)
@@ -179,3 +179,36 @@ def load_model(spec: ModelSpec, device: str = "cpu"):
         model = PeftModel.from_pretrained(model, spec.adapter)
     model.to(device).eval()
     return model, tokenizer
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+
+
+def weights_digest(*folders: str | Path | None) -> str | None:
+    """sha256 over the weight files (name and content) of local model / adapter folders; None when none is
+    local (a hub id: its revision names it)."""
+    import hashlib
+
+    files = [f for d in folders if d and Path(d).is_dir() for f in sorted(Path(d).iterdir())
+             if f.is_file() and f.suffix in WEIGHT_SUFFIXES]
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0")
+        with f.open("rb") as fh:
+            h.update(hashlib.file_digest(fh, "sha256").digest())
+    return h.hexdigest()
+
+
+def describe(spec: ModelSpec) -> dict[str, Any]:
+    """What an evaluation scored, for results.json and report.md: the preset name, the path (absolute) or hub
+    id, revision, adapter and a content hash of the weights, so two checkpoints' results are told apart."""
+    where = resolve_model_dir(spec)
+    local = Path(where).expanduser()
+    path = str(local.resolve()) if local.is_dir() and spec.name_or_path not in ("tiny",) else spec.name_or_path
+    adapter = str(Path(spec.adapter).expanduser().resolve()) if spec.adapter else None
+    label = spec.name if spec.name_or_path == spec.name or spec.gguf_package else path
+    return {"label": label + (f" + adapter {adapter}" if adapter else ""), "name": spec.name,
+            "name_or_path": path, "revision": spec.revision, "adapter": adapter,
+            "weights_sha256": weights_digest(local if local.is_dir() else None, adapter)}

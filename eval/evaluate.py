@@ -6,8 +6,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from clika.models import ModelSpec, load_model
-from clika.report import write_evaluation
+from clika.models import ModelSpec, describe, load_model
+from clika.report import headline, write_evaluation
 from clika.suite import Suite, load_suite_items, run_suite
 
 
@@ -28,6 +28,7 @@ def evaluate(cfg: DictConfig) -> dict:
     device = cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model(spec, device=device)
     metrics, results = run_suite(model, tokenizer, suite, items=items)
-    paths = write_evaluation(cfg.paths.output_dir, metrics, results, spec.name)
-    print(f"results: {paths['results']}\nreport:  {paths['report']}")
+    model_info = describe(spec)
+    paths = write_evaluation(cfg.paths.output_dir, metrics, results, model_info)
+    print(headline(metrics, model_info["label"]) + f"\nresults: {paths['results']}\nreport:  {paths['report']}")
     return {"metrics": metrics, "paths": {k: str(v) for k, v in paths.items()}, "output_dir": str(Path(cfg.paths.output_dir))}

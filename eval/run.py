@@ -8,12 +8,22 @@ from clika.cli import save_run_config
 from clika.errors import ClikaError
 
 
-def run(cfg: DictConfig):
+# The tasks of eval.py, for `--help` without importing them (torch); `run` dispatches on exactly these.
+TASK_NAMES = ("evaluate", "dump_prompts", "rescore", "curves", "make_fictional", "conductivity")
+
+
+def tasks() -> dict:
     from eval.evaluate import evaluate
     from eval.tasks import TASKS
 
-    tasks = {"evaluate": evaluate, **TASKS}
-    if cfg.task not in tasks:
-        raise ClikaError(f"unknown task '{cfg.task}'", fix=f"task= one of {sorted(tasks)}")
+    table = {"evaluate": evaluate, **TASKS}
+    assert tuple(table) == TASK_NAMES, f"eval/run.py TASK_NAMES {TASK_NAMES} != the tasks {tuple(table)}"
+    return table
+
+
+def run(cfg: DictConfig):
+    tasks_ = tasks()
+    if cfg.task not in tasks_:
+        raise ClikaError(f"unknown task '{cfg.task}'", fix=f"task= one of {sorted(tasks_)}")
     save_run_config(cfg.paths.output_dir, OmegaConf.to_container(cfg, resolve=True), print_tree=cfg.get("print_config", True))
-    return tasks[cfg.task](cfg)
+    return tasks_[cfg.task](cfg)

@@ -217,7 +217,7 @@ class ClikaEvalCallback(pl.Callback):
                 mc = {k: v for k, v in metrics.get("datasets", {}).items() if "co_matrix" in v}
                 if mc:
                     self.wait_for_plot()  # one matplotlib drawing at a time (its font cache is shared)
-                    png = plot_co_heatmap({"datasets": mc}, self.output_dir / "co_heatmap.png")
+                    png = plot_co_heatmap({"datasets": mc}, self.output_dir / "co_heatmap.png", step=step)
                     payload["clika/co_heatmap"] = wandb.Image(str(png))
                 exp.log(payload)
             except Exception as e:  # W&B trouble must never stop training

@@ -73,6 +73,8 @@ class ResilientWandbLogger(WandbLogger):
 
     def __init__(self, *args, init_timeout: float = 10.0, **kwargs):
         super().__init__(*args, **kwargs)
+        if self._wandb_init.get("anonymous") is None:  # W&B warns "anonymous setting has no effect" when passed
+            self._wandb_init.pop("anonymous", None)
         self.init_timeout = float(init_timeout)
         self.fell_back_offline = False
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.loggers import CSVLogger
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -27,6 +28,7 @@ from clika.cli import git_sha, save_run_config
 from clika.env import PROJECT_ROOT, setup_env
 from clika.jsonl import atomic_write_text
 from clika.launch_env import global_rank, register_resolvers
+from clika.quiet import quiet_known_noise
 from clika.models import ModelSpec, load_tokenizer
 from train.checkpointing import last_checkpoint, resolve_resume
 from train.clika_callback import ClikaEvalCallback
@@ -125,6 +127,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training task described by the composed config (conf/train.yaml); returns a summary dict."""
     install_early_handlers()  # (again: submitit jobs do not run train.py's top) a requeue signal is recorded
     register_resolvers()  # a submitit job unpickles its config without train.py's registration
+    quiet_known_noise()  # (again: a submitit job does not run train.py's top)
     setup_env()
     validate(cfg)
     if cfg.task == "fit" and global_rank() == 0:
@@ -182,6 +185,8 @@ def _fit(cfg: DictConfig, spec: ModelSpec, method: dict, dm, run_dir: Path) -> d
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1},
         "data": dm.summary, "fit_seconds": wall, "tokens_per_s": module.throughput(),
         "resumed_from": ckpt_path, "export": {}, "wandb": None,
+        "log_files": [str(Path(lg.log_dir) / "metrics.csv") for lg in trainer.loggers
+                      if isinstance(lg, CSVLogger) and (Path(lg.log_dir) / "metrics.csv").exists()],
     }
     for cb in trainer.callbacks:  # CLiKA metrics go to the loggers directly, not to callback_metrics
         if isinstance(cb, ClikaEvalCallback):
@@ -209,8 +214,8 @@ def print_summary(result: dict[str, Any]) -> None:
                if "packing_efficiency" in s]
     if packing:
         lines.append(f"packing      {', '.join(packing)} of tokens kept, no padding")
-    for pattern in ("**/alignment.csv", "**/*.png", "csv/**/metrics.csv"):
-        lines += [f"{'file':<12} {p}" for p in sorted(run_dir.glob(pattern))[:4]]
+    files = [*sorted(run_dir.glob("alignment.csv")), *sorted(run_dir.glob("*.png")), *result.get("log_files", [])]
+    lines += [f"{'file':<12} {p}" for p in files]  # this run's own files (no earlier W&B media or CSV versions)
     if result["wandb"]:
         lines.append(f"wandb        {result['wandb']}  (upload: wandb sync {result['wandb']})")
     print("\n== training summary ==\n" + "\n".join(lines), flush=True)

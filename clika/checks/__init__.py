@@ -12,8 +12,11 @@ Every error ends the same way (`friendly_errors` / `reported`): one line, exit 2
 traceback=true) adds the traceback. Checks that need the model stay beside it (train/module.py) and end the
 same way through the entry point's wrapper.
 
-Modules: core (config access, debug flag, the wrapper), overrides (command line), train (train config),
-strategy (presets, DeepSpeed), launch (cluster, launcher, W&B, requeue), paths (writable run dir), eval.
+Modules: core (config access, debug flag, the wrapper), overrides (command line: group choices, unknown keys,
+`+` additions), train (train config), resume (a changed config on resume), strategy (presets, DeepSpeed),
+launch (cluster, launcher, W&B, requeue), paths (writable run dir), eval (suite and data layout).
+The settings of the checks (open nodes, keys fixed across a resume) live in conf/hydra/default.yaml
+(`hydra.callbacks.checks`).
 """
 
 from __future__ import annotations
@@ -21,15 +24,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from clika.checks.core import friendly_errors, get, is_debug, report, reported
 from clika.checks.eval import check_eval
 from clika.checks.launch import check_launch
-from clika.checks.overrides import check_group_choices
+from clika.checks.overrides import check_command_line, check_group_choices
 from clika.checks.paths import check_output_dir
-from clika.checks.train import alignment_suite, check_train
+from clika.checks.resume import check_resume
+from clika.checks.train import alignment_suite, check_accelerator, check_missing_values, check_train
+from clika.env import PROJECT_ROOT
 
-__all__ = ["ConfigChecks", "check_group_choices", "check_output_dir", "friendly_errors", "is_debug", "report",
-           "reported", "run_checks", "run_eval_checks", "run_train_checks"]
+__all__ = ["ConfigChecks", "check_command_line", "check_group_choices", "check_output_dir", "friendly_errors",
+           "is_debug", "report", "reported", "run_checks", "run_eval_checks", "run_train_checks"]
+
+
+def settings(hydra_cfg: Any = None) -> Any:
+    """The checks' settings (`hydra.callbacks.checks`): from the running Hydra config, else from
+    conf/hydra/default.yaml (compose API, tests)."""
+    node = get(hydra_cfg, "callbacks.checks") if hydra_cfg is not None else None
+    if node is None:
+        node = get(OmegaConf.load(PROJECT_ROOT / "conf" / "hydra" / "default.yaml"), "callbacks.checks", {})
+    return node
 
 
 def is_train_config(cfg: Any) -> bool:
@@ -40,13 +56,19 @@ def is_train_config(cfg: Any) -> bool:
 def run_train_checks(cfg: Any, hydra_cfg: Any = None, env: Mapping[str, str] | None = None) -> None:
     """The model-free checks of a train config, launch checks included (`hydra_cfg`: the Hydra config)."""
     check_train(cfg)
+    check_accelerator(cfg, hydra_cfg)
     check_launch(cfg, hydra_cfg, env)
     suite = alignment_suite(cfg)
     if suite is not None:
-        check_eval(suite, need_data=True)
+        langs_key = "callbacks.clika.langs" if get(cfg, "callbacks.clika.langs") is not None else "clika.langs"
+        check_eval(suite, need_data=True, langs_key=langs_key)
+    s = settings(hydra_cfg)
+    run_dir = get(cfg, "paths.output_dir") or get(hydra_cfg, "run.dir")
+    check_resume(cfg, run_dir, list(get(s, "resume_fixed", []) or []), list(get(s, "resume_ignored", []) or []))
 
 
 def run_eval_checks(cfg: Any) -> None:
+    check_missing_values(cfg)
     check_eval(get(cfg, "clika"))
 
 
@@ -60,7 +82,11 @@ def run_checks(cfg: Any, hydra_cfg: Any = None, env: Mapping[str, str] | None = 
 class ConfigChecks:
     """Hydra callback (`hydra.callbacks.checks`): all model-free checks, then the run dir's writability, before
     Hydra creates the run dir (single run) or submits the jobs (multirun). No Hydra base class is needed:
-    Hydra instantiates `_target_` and calls these six hooks by name."""
+    Hydra instantiates `_target_` (with the settings in conf/hydra/default.yaml, read by `settings`) and calls
+    these six hooks by name."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings
 
     def _check(self, config: Any, run_dir_key: str) -> None:
         with reported(config):

@@ -9,6 +9,12 @@ from pathlib import Path
 from clika.errors import ClikaError
 
 
+def is_local_path(text: str) -> bool:
+    """A model path meant as a local folder rather than a hub id (`org/name`): it starts with . / ~ or has
+    more than one path separator."""
+    return text.startswith((".", "/", "~")) or os.sep in text.strip("/").split("/", 1)[-1]
+
+
 def check_output_dir(path: str | Path, key: str = "paths.output_dir") -> Path:
     """Create the output dir and prove it is writable (a temp file written and removed)."""
     path = Path(path)

@@ -3,11 +3,17 @@ streamed data, the sweep metric and the alignment callback's suite."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
 
 from clika.checks.core import as_int, fail, get, need, plain
+from clika.checks.paths import is_local_path
 from clika.checks.strategy import check_deepspeed_trainer, check_preset, check_strategy
+from clika.env import PROJECT_ROOT
+from clika.languages import NON_EN
 from clika.templates import TEMPLATES
 
 # The names train/ dispatches on (one place: train/run.py and train/data/mixture.py import them).
@@ -79,6 +85,78 @@ def alignment_suite(cfg: Any) -> dict | None:
     return suite if suite.get("data_root") and suite.get("datasets") else None
 
 
+def origin(cfg: Any, key: str) -> str:
+    """The key a value was set under: `callbacks.clika.fictional.lang` -> `fictional.lang` -> `lang` when each
+    is a plain `${...}` reference to the next (an error names the key the user actually set)."""
+    parts, node = key.split("."), cfg
+    for i, part in enumerate(parts):
+        if not isinstance(node, DictConfig) or part not in node.keys():
+            return key
+        node = node._get_node(part)
+        raw = node._value() if node is not None else None
+        m = re.fullmatch(r"\$\{([\w.]+)\}", raw) if isinstance(raw, str) else None
+        if m:
+            return origin(cfg, ".".join([m.group(1), *parts[i + 1:]]))
+    return key
+
+
+def check_missing_values(cfg: Any) -> None:
+    """No mandatory value (`???`) left unset, e.g. by a model preset's base."""
+    missing: list[str] = []
+    for top in (cfg.keys() if isinstance(cfg, DictConfig) else []):
+        node = cfg._get_node(top)
+        if top == "hydra" or node is None:
+            continue
+        try:
+            if isinstance(node, DictConfig):
+                missing += [f"{top}.{k}" for k in sorted(OmegaConf.missing_keys(node))]
+            elif node._is_missing():
+                missing.append(str(top))
+        except Exception:  # noqa: BLE001 - an interpolation that resolves only in the job
+            continue
+    if missing:
+        fail(missing[0], "has no value (???)", f"set {missing[0]}=<value>" + (
+            ", or pick a preset: model=<name> (conf/model/)" if missing[0].startswith("model.") else ""))
+
+
+def gpu_count() -> int:
+    import torch  # deferred: only a GPU trainer needs it here (1.2 s of `python -X importtime`)
+
+    return torch.cuda.device_count()
+
+
+def check_accelerator(cfg: Any, hydra_cfg: Any = None, gpus: Callable[[], int] = gpu_count) -> None:
+    """A GPU trainer on a machine without a GPU (Lightning's MisconfigurationException otherwise)."""
+    accel = str(get(cfg, "trainer.accelerator", "auto"))
+    if accel not in ("gpu", "cuda") or gpus() > 0:
+        return
+    choice = get(hydra_cfg, "runtime.choices.trainer") if hydra_cfg is not None else None
+    key = "trainer=gpu" if choice == "gpu" else f"trainer.accelerator={accel}"
+    fail(key, "this machine has no GPU", "drop it (trainer=default takes the GPUs when present, else the CPU) "
+         "or use trainer=cpu")
+
+
+def check_init_from(cfg: Any) -> None:
+    """`init_from`: a model preset, `tiny`, a hub id, or a local HF folder that exists."""
+    init = get(cfg, "init_from")
+    if not init or str(init) == "tiny" or (PROJECT_ROOT / "conf" / "model" / f"{init}.yaml").exists():
+        return
+    if is_local_path(str(init)) and not Path(str(init)).expanduser().exists():
+        fail("init_from", f"'{init}' does not exist",
+             "point init_from at an HF folder (e.g. <run dir>/export/hf, written by task=export), a preset of "
+             "conf/model/ or a hub id")
+
+
+def check_fictional_probe(cfg: Any) -> None:
+    """The Fictional probe's X (the language trained on) is not English (English is always the source)."""
+    node = get(cfg, "callbacks.clika.fictional")
+    lang = get(node, "lang") if node is not None else None
+    if lang is not None and str(lang) not in NON_EN:
+        key = origin(cfg, "callbacks.clika.fictional.lang")
+        fail(key, f"'{lang}' cannot be the conductivity language X (facts are taught in English and asked in X)",
+             f"{key}=<one of {' '.join(NON_EN)}>")
+
+
 def check_train(cfg: Any) -> None:
     """Every model-free check of a train config except the launch ones (clika.checks.run_train_checks)."""
     check_train_config(cfg)
@@ -87,3 +165,6 @@ def check_train(cfg: Any) -> None:
     check_strategy(cfg)
     check_streamed_data(cfg)
     check_sweep(cfg)
+    check_missing_values(cfg)
+    check_init_from(cfg)
+    check_fictional_probe(cfg)

@@ -55,7 +55,7 @@ def test_paper_protocol_run_is_rescored_to_its_own_accuracies(data_root, tmp_pat
     (["clika.protocol=bogus"], ["clika.protocol: unknown protocol 'bogus'"]),
     (["clika.protocol=paper", "clika.prompt_style=zero_shot"], ["clika.prompt_style=zero_shot", "prompt_style=paper"]),
     (["clika.protocol=paper", "model.protocol.family=gpt"], ["model.protocol.family", "'gpt'"]),
-    (["clika.protocol=paper", "+model.protocol.beams=3"], ["model.protocol: unknown key(s) ['beams']"]),
+    (["clika.protocol=paper", "+model.protocol.beams=3"], ["model.protocol", "has no key 'beams'"]),
     (["clika.protocol=paper", "model.protocol.family=mistral_instruct", "clika.limit=2", "clika.langs=[en]",
       "clika.datasets=[x_geo]"], ["model.protocol.family=mistral_instruct", "no", "chat template"]),
     (["model.trust_remote_code=true"], ["model.revision"]),

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from train.launch_checks import optimized_value
+from train.sweep import optimized_value
 from train.run import train
 
 
