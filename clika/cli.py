@@ -3,14 +3,18 @@ run live in clika/checks.)"""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.tree import Tree
 
+from clika.checks.overrides import presets
+from clika.env import PROJECT_ROOT
 from clika.jsonl import atomic_write_text
 
 
@@ -48,8 +52,6 @@ def save_run_config(run_dir: str | Path, config: Mapping[str, Any], print_tree: 
 # ---------------------------------------------------------------- --help (hydra.help.template in conf/hydra)
 def _app_groups(conf_dir: Path, app: str) -> list[str]:
     """The config groups an app's defaults list selects (conf/<app>.yaml), with their sub-groups (data/mix)."""
-    import re
-
     text = (conf_dir / f"{app}.yaml").read_text(encoding="utf-8")
     groups = []
     for m in re.finditer(r"^\s*-\s*(?:override\s+)?/?([\w/]+)(?:@[\w.]+)?\s*:", text, flags=re.M):
@@ -75,9 +77,6 @@ def readme_examples(readme: Path, app: str) -> list[str]:
 def help_text(app: str, tasks: list[str], root: Path | None = None) -> str:
     """`python <app>.py --help`: presets per group (bases starting with `_` hidden), tasks, the README's
     examples, and where the rest is. `$` doubled: Hydra passes the template through string.Template."""
-    from clika.checks.overrides import presets
-    from clika.env import PROJECT_ROOT
-
     root = root or PROJECT_ROOT
     conf = root / "conf"
     doc = {"train": "train a model (Lightning), with CLiKA alignment curves during training",
@@ -97,6 +96,4 @@ def help_text(app: str, tasks: list[str], root: Path | None = None) -> str:
 
 def register_help(app: str, tasks: list[str]) -> None:
     """`${clika_help:}` in conf/hydra/default.yaml renders this app's help."""
-    from omegaconf import OmegaConf
-
     OmegaConf.register_new_resolver("clika_help", lambda: help_text(app, tasks), replace=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -10,12 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import safe_open
 from tokenizers import Tokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from clika.checks.paths import is_local_path
 from clika.env import cache_root
 from clika.errors import ClikaError
+from clika.tiny import TinyConfig, build_tiny, save_folder_atomically
 
 
 @dataclass
@@ -65,24 +69,18 @@ def _gguf_source(spec: ModelSpec) -> Path:
 def resolve_model_dir(spec: ModelSpec) -> str:
     """An HF folder or hub id for the spec: tiny and GGUF models are materialised once in the cache."""
     if spec.name_or_path == "tiny":
-        from clika.tiny import TinyConfig, build_tiny
-
         return str(build_tiny(TinyConfig(**spec.tiny)))
     if spec.gguf_package:
         out = cache_root() / "models" / f"{spec.name}-dequantized"
         if (out / "config.json").exists():
             return str(out)
         gguf = _gguf_source(spec)
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
         # Weights are already dequantized to float; drop the GGUF quantizer marker so the folder saves.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        from clika.tiny import save_folder_atomically
-
         save_folder_atomically(out, model, tok)
         return str(out)
     path = spec.name_or_path
@@ -132,8 +130,6 @@ def _file_error(spec: ModelSpec, path: str) -> ClikaError | None:
 
 
 def load_tokenizer(spec: ModelSpec, path: str | None = None):
-    from transformers import AutoTokenizer
-
     spec.check_remote_code()
     path = path or resolve_model_dir(spec)
     try:
@@ -153,9 +149,6 @@ def load_tokenizer(spec: ModelSpec, path: str | None = None):
 
 def load_model(spec: ModelSpec, device: str = "cpu"):
     """Load (model, tokenizer) in eval mode; applies a LoRA adapter when `spec.adapter` is set."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
     spec.check_remote_code()
     path = resolve_model_dir(spec)
     dtype = "auto" if spec.dtype == "auto" else getattr(torch, spec.dtype)
@@ -171,7 +164,7 @@ def load_model(spec: ModelSpec, device: str = "cpu"):
                          fix="check model.name_or_path; hub downloads need network (HF_HUB_OFFLINE unset)") from e
     tokenizer = load_tokenizer(spec, path)
     if spec.adapter:
-        from peft import PeftModel
+        from peft import PeftModel  # deferred: 4 s of import, only for adapters
 
         if not Path(spec.adapter, "adapter_config.json").exists():
             raise ClikaError(f"model.adapter: '{spec.adapter}' has no adapter_config.json",
@@ -187,8 +180,6 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 def weights_digest(*folders: str | Path | None) -> str | None:
     """sha256 over the weight files (name and content) of local model / adapter folders; None when none is
     local (a hub id: its revision names it)."""
-    import hashlib
-
     files = [f for d in folders if d and Path(d).is_dir() for f in sorted(Path(d).iterdir())
              if f.is_file() and f.suffix in WEIGHT_SUFFIXES]
     if not files:

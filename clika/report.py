@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from clika.datasets import LETTERS
@@ -105,7 +106,7 @@ def _protocol_line(metrics: dict) -> str:
 
 
 def plot_accuracy(metrics: dict, path: Path) -> Path:
-    import matplotlib
+    import matplotlib  # deferred (0.55 s with pyplot): eval.py's side tasks and the checks draw nothing
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -135,7 +136,7 @@ def plot_accuracy(metrics: dict, path: Path) -> Path:
 
 
 def plot_co_heatmap(metrics: dict, path: Path, step: int | None = None) -> Path:
-    import matplotlib
+    import matplotlib  # deferred (0.55 s with pyplot): eval.py's side tasks and the checks draw nothing
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -158,8 +159,6 @@ def plot_co_heatmap(metrics: dict, path: Path, step: int | None = None) -> Path:
 
 def save_figure(fig, path: Path) -> Path:
     """Write a figure atomically (temp file, then rename) and close it (pyplot figures only hold state)."""
-    import threading
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}-{threading.get_ident()}.tmp{path.suffix}")
     try:

@@ -12,6 +12,10 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
 from clika.atomic import atomic_dir
 from clika.env import cache_root
 from clika.fictional.generated import build_world
@@ -61,9 +65,6 @@ def _key(cfg: TinyConfig, corpus: list[str]) -> str:
 
 def train_tokenizer(corpus: list[str], vocab_size: int):
     """Byte-level BPE: every byte is in the base alphabet, so any script round-trips exactly."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -92,9 +93,6 @@ def build_tiny(cfg: TinyConfig | None = None, cache_dir: str | Path | None = Non
     out = Path(cache_dir or cache_root() / "models") / f"tiny-{_key(cfg, corpus)}"
     if (out / "config.json").exists() and (out / "tokenizer.json").exists():
         return out
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     tokenizer = train_tokenizer(corpus, cfg.vocab_size)
     if cfg.name_tokens_world is not None:
         tokenizer.add_tokens(world_name_tokens(dict(cfg.name_tokens_world)))  # matched before BPE: one token each

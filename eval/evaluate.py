@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from clika.models import ModelSpec, describe, load_model
@@ -16,8 +17,6 @@ def suite_from_cfg(cfg: DictConfig) -> Suite:
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    import torch
-
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     suite = suite_from_cfg(cfg)

@@ -13,6 +13,8 @@ TASK_NAMES = ("evaluate", "dump_prompts", "rescore", "curves", "make_fictional",
 
 
 def tasks() -> dict:
+    # Deferred: eval.py imports this module for --help and before its config checks; the tasks import torch and
+    # transformers (9 s of `python -X importtime` on the 2-core dev machine), which neither needs.
     from eval.evaluate import evaluate
     from eval.tasks import TASKS
 

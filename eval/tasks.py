@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from clika.curves import plot_curves
 from clika.errors import ClikaError
 from clika.jsonl import atomic_write_text, write_json, write_jsonl
+from clika.models import ModelSpec, load_tokenizer
 from clika.rescore import markdown, rescore
 from clika.suite import load_suite_items, suite_tasks
+from eval.conductivity_tasks import conductivity, make_fictional
+from eval.evaluate import suite_from_cfg
 
 
 def _out(cfg: DictConfig) -> Path:
@@ -18,15 +22,9 @@ def _out(cfg: DictConfig) -> Path:
 
 def dump_prompts(cfg: DictConfig) -> dict:
     """OUT/prompts/<dataset>/<lang>.jsonl with {"uuid", "input"} per item, to inspect before a costly run."""
-    from eval.evaluate import suite_from_cfg
-
     suite = suite_from_cfg(cfg)
     tokenizer = None
     if suite.prompt_style == "chat":
-        from omegaconf import OmegaConf
-
-        from clika.models import ModelSpec, load_tokenizer
-
         tokenizer = load_tokenizer(ModelSpec(**OmegaConf.to_container(cfg.model, resolve=True)))
     out = _out(cfg)
     written = []
@@ -52,8 +50,6 @@ def rescore_task(cfg: DictConfig) -> dict:
 
 def curves(cfg: DictConfig) -> dict:
     """Redraw alignment curves of one or more training runs: `task=curves run_dir=A` or `run_dir=[A,B]`."""
-    from clika.curves import plot_curves
-
     run_dirs = cfg.get("run_dir")
     if not run_dirs:
         raise ClikaError("run_dir is not set", fix="python eval.py task=curves run_dir=RUN (or run_dir=[RUN1,RUN2])")
@@ -71,8 +67,6 @@ def curves(cfg: DictConfig) -> dict:
 
 
 def _conductivity_tasks() -> dict:
-    from eval.conductivity_tasks import conductivity, make_fictional
-
     return {"make_fictional": make_fictional, "conductivity": conductivity}
 
 
