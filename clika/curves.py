@@ -126,6 +126,14 @@ def _trained(rows: Sequence[dict]) -> list[str]:
 
 def plot_curves(csv_paths: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None,
                 x: str = "step", levels: Sequence[Level] = LEVELS) -> Path:
+    """Draw `curves_figure` of the runs' alignment.csv files into `out` (PNG)."""
+    from clika.report import save_figure
+
+    return save_figure(curves_figure(csv_paths, labels, x, levels), Path(out))
+
+
+def curves_figure(csv_paths: Sequence[str | Path], labels: Sequence[str] | None = None, x: str = "step",
+                  levels: Sequence[Level] = LEVELS):
     """One row per dataset, one column per level (`LEVELS`): a line per language and series (line style), chance
     levels dotted grey, the other x axis (tokens or steps) on top, trained languages thick and marked in the
     legend. Several runs overlay with markers.
@@ -150,7 +158,7 @@ def plot_curves(csv_paths: Sequence[str | Path], out: str | Path, labels: Sequen
     for i, ds in enumerate(datasets):
         for j, level in enumerate(levels):
             ax = axes[i][j]
-            drawn = False
+            drawn, names, low = False, [], 0.0
             for k, rows in enumerate(runs):
                 mine = [r for r in rows if r["dataset"] == ds]
                 for s_idx, series in enumerate(level.series):
@@ -169,14 +177,16 @@ def plot_curves(csv_paths: Sequence[str | Path], out: str | Path, labels: Sequen
                                     ms=3, lw=2.2 if lang in trained else 1.1)
                             seen_langs[lang] = None
                             drawn = True
+                            low = min(low, *(y for _, y in pts))
+                            if series.label not in names:
+                                names.append(series.label)
                 if k == 0 and drawn:
                     _token_axis(ax, mine, x, other)
-            names = " / ".join(s.label for s in level.series)
-            ax.set_title(f"{level.title} — {ds}\n{names}", fontsize=8.5)
-            ax.set_ylim(-0.05, 1.05)
+            ax.set_title(f"{level.title} — {ds}\n{' / '.join(names) or '–'}", fontsize=8.5)
+            ax.set_ylim(min(-0.05, low - 0.05), 1.05)  # chance-adjusted CO can be negative
             ax.tick_params(labelsize=7)
             if i == nrows - 1:
-                ax.set_xlabel(x.replace("_", " "), fontsize=8)
+                ax.set_xlabel(f"{x.replace('_', ' ')}  (top axis: {other.replace('_', ' ')})", fontsize=8)
             if not drawn:
                 ax.text(0.5, 0.5, "not measured on this dataset", ha="center", va="center", fontsize=8,
                         color="grey", transform=ax.transAxes)
@@ -194,24 +204,26 @@ def plot_curves(csv_paths: Sequence[str | Path], out: str | Path, labels: Sequen
     fig.subplots_adjust(left=0.5 / fig.get_figwidth(), right=1 - 0.15 / fig.get_figwidth(),
                         bottom=0.95 / fig.get_figheight(), top=1 - 0.75 / fig.get_figheight(), hspace=0.75,
                         wspace=0.18)
-    from clika.report import save_figure
-
-    return save_figure(fig, Path(out))
+    return fig
 
 
 def _token_axis(ax, rows: Sequence[dict], x: str, other: str) -> None:
     """The other x quantity (tokens seen or steps) on a top axis, interpolated from the evaluation points."""
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
     pairs = sorted({(_num(r.get(x)), _num(r.get(other))) for r in rows
                     if _num(r.get(x)) is not None and _num(r.get(other)) is not None})
     if len(pairs) < 2 or any(b[0] <= a[0] or b[1] < a[1] for a, b in zip(pairs, pairs[1:])):
         return
-    xs, os_ = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
-    if os_[-1] <= os_[0]:
+    (x0, o0), (x1, o1) = pairs[0], pairs[-1]
+    if o1 <= o0:
         return
-    top = ax.secondary_xaxis("top", functions=(lambda v: np.interp(v, xs, os_), lambda v: np.interp(v, os_, xs)))
+    rate = (o1 - o0) / (x1 - x0)  # a straight line through the first and the last evaluation (invertible, no clamping)
+    top = ax.secondary_xaxis("top", functions=(lambda v: o0 + (np.asarray(v) - x0) * rate,
+                                               lambda v: x0 + (np.asarray(v) - o0) / rate))
     top.tick_params(labelsize=6)
+    top.xaxis.set_major_locator(MaxNLocator(4))
     if other == "tokens_seen":
         top.xaxis.set_major_formatter(lambda v, _: f"{v / 1e3:.0f}k" if v < 1e6 else f"{v / 1e6:.1f}M")
 

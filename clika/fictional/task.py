@@ -4,6 +4,10 @@
 number seen during training equals the number the evaluation task reports for the same checkpoint. Its
 settings are one schema, `conf/fictional` (root or generated world, lang, scorers, gate, limit, seed, ...).
 
+Two forms of question (`form`): "qa" asks the instruction records' question and scores the answer (below);
+"cloze" asks in the pretraining corpus's own sentences, cut before the answer ("<city> is a city in" over the
+continent names; Translate(X): "The English <name> is called in X" over X names), for pretrained models.
+
 Two scorers, both reported, either one gating:
 - ``mc``: multiple-choice log-likelihood. The context is the question rendered exactly as the training
   side renders an Alpaca record (``clika.templates.render_segments``, same template) followed by
