@@ -128,6 +128,8 @@ def scores_by_lang(rows: Sequence[Mapping], trained: Sequence[str], *, threshold
 def _type0_en_co(rows: Sequence[Mapping], lang: str) -> tuple[float | None, float | None]:
     """en-CO and chance-adjusted en-CO of `lang` over the type-0 items (facts stated in English and in the
     trained languages), paired with English by item index: the Consistency level of the fictional stream."""
+    if any("idx" not in r for r in rows):  # rows without item indices cannot be paired
+        return None, None
     en = {r["idx"]: bool(r["correct"]) for r in rows if r["lang"] == "en" and r["kind"] == "0"}
     mine = {r["idx"]: bool(r["correct"]) for r in rows if r["lang"] == lang and r["kind"] == "0"}
     common = sorted(set(en) & set(mine))
