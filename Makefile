@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 export PIP_CACHE_DIR ?= $(or $(TMPDIR),/tmp)/clika-cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: setup run test test-slow bench clean slurm
+.PHONY: setup run test test-slow bench readme-figure clean slurm
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -42,6 +42,11 @@ $(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
 
 bench: setup $(VENV)/.bench-installed
 	$(PY) bench/run.py
+
+# The README's opening figure: the embedded default run (one thread, as measured), its curves copied to docs/.
+readme-figure: setup
+	$(PY) train.py threads=1 hydra.run.dir=outputs/readme-figure
+	cp outputs/readme-figure/alignment_curves.png docs/embedded_default_curves.png
 
 clean:
 	rm -rf .cache outputs

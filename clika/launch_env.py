@@ -99,7 +99,12 @@ def rank_zero_only(value: Any, env: Mapping[str, str] | None = None) -> Any:
 
 
 def register_resolvers() -> None:
-    """`${clika_run_dir:<base>,<stamp>[,<output_dir>]}` and `${clika_rank_zero:<value>}`; idempotent."""
+    """`${clika_run_dir:<base>,<stamp>[,<output_dir>]}`, `${clika_rank_zero:<value>}` and `${clika_data:}`
+    (CLIKA_DATA, else the release fetched by `eval.py task=get_data`, else null); idempotent."""
+    if not OmegaConf.has_resolver("clika_data"):
+        from clika.data_release import default_data_root
+
+        OmegaConf.register_new_resolver("clika_data", default_data_root)
     if not OmegaConf.has_resolver("clika_run_dir"):
         OmegaConf.register_new_resolver(
             "clika_run_dir", lambda base, stamp, out=None: shared_run_dir(str(base), str(stamp), output_dir=out),

@@ -1,8 +1,8 @@
 """Side tasks of `eval.py` for the fictional stream (Conductivity level).
 
 - `task=make_fictional output_dir=OUT seed=0 cities=10 continents=8`: a generated world in the official
-  layout (train/<X>.json, test/target, test/Translate), encyclopedia corpora OUT/corpus/<lang>.txt (one
-  paragraph per line: a `format: text` pretraining source), the release check and the name
+  layout (train/<X>.json, test/target, test/Translate), the pretraining corpora OUT/corpus/<lang>.txt (one
+  sentence per line, facts then name correspondences: a `format: text` pretraining source), the release check and the name
   tokenization report of the configured model's tokenizer (the tiny one by default).
 - `task=conductivity model=... fictional.root=... fictional.lang=zh`: scores a model / checkpoint on
   the fictional tests: conductivity.json, conductivity.md, conductivity_predictions.jsonl.
@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from clika.errors import ClikaError
 from clika.fictional.generated import build_world, world_params
 from clika.fictional.layout import write_official_layout
-from clika.fictional.records import render_corpus
+from clika.fictional.records import render_corpus, render_name_pairs
 from clika.fictional.release import check_release
 from clika.fictional.report import markdown, tokenization_markdown
 from clika.fictional.task import FictionalTask
@@ -61,7 +61,8 @@ def make_fictional(cfg: DictConfig) -> dict:
     world = build_world(params)
     files = write_official_layout(world, out, NON_EN, params["translate_directions"], params["seed"])
     for lang in LANGS:
-        files.append(atomic_write_text(out / "corpus" / f"{lang}.txt", "\n".join(render_corpus(world, lang)) + "\n"))
+        text = render_corpus(world, lang) + ([] if lang == "en" else render_name_pairs(world, lang))
+        files.append(atomic_write_text(out / "corpus" / f"{lang}.txt", "\n".join(text) + "\n"))
     defects = check_release(out)
     tok = load_tokenizer(ModelSpec(**OmegaConf.to_container(cfg.model, resolve=True)))
     tokenization = {lang: name_tokenization_report(world, tok, lang) for lang in LANGS}

@@ -1,4 +1,4 @@
-"""Side tasks of `eval.py`: dump_prompts, rescore (and the others registered in TASKS)."""
+"""Side tasks of `eval.py`: dump_prompts, rescore, curves, get_data (and the others registered in TASKS)."""
 
 from __future__ import annotations
 
@@ -66,8 +66,23 @@ def curves(cfg: DictConfig) -> dict:
     return {"png": str(out)}
 
 
+def get_data(cfg: DictConfig) -> dict:
+    """Fetch the official release at the pinned commit into the cache and verify it (clika.data_release)."""
+    from clika import data_release as rel
+
+    base_url = cfg.get("base_url") or rel.BASE_URL
+    print(f"CLiKA release {rel.REPO} @ {rel.COMMIT[:12]}: fetching {len(rel.load_manifest())} files from {base_url}")
+    out = rel.get_data(base_url)
+    how = "downloaded and verified" if out["downloaded"] else "already present, verified again"
+    print(f"{how}: {out['files']} files, {out['lines']:,} lines, {out['bytes'] / 1e6:.1f} MB -> {out['root']}\n"
+          "train.py and eval.py use it whenever CLIKA_DATA is unset (Basic + Factual streams); "
+          f"elsewhere: export CLIKA_DATA={out['root']}")
+    return out
+
+
 def _conductivity_tasks() -> dict:
     return {"make_fictional": make_fictional, "conductivity": conductivity}
 
 
-TASKS = {"dump_prompts": dump_prompts, "rescore": rescore_task, "curves": curves, **_conductivity_tasks()}
+TASKS = {"dump_prompts": dump_prompts, "rescore": rescore_task, "curves": curves, "get_data": get_data,
+         **_conductivity_tasks()}

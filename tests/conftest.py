@@ -13,8 +13,10 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from clika.env import setup_env  # noqa: E402
+from clika.launch_env import register_resolvers  # noqa: E402
 
 setup_env(offline=True)
+register_resolvers()  # ${clika_data:} etc., as train.py / eval.py register them
 
 
 def _data_root() -> Path | None:

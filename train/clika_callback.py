@@ -171,7 +171,7 @@ class ClikaEvalCallback(pl.Callback):
 
     def _write_and_log(self, trainer, pl_module, metrics: dict, step: int) -> None:
         tokens = int(getattr(pl_module, "tokens_seen", 0))
-        rows = metrics_to_rows(metrics, step, tokens, trainer.current_epoch)
+        rows = metrics_to_rows(metrics, step, tokens, trainer.current_epoch, self._trained_langs(trainer))
         if rows:
             self.wait_for_plot()  # the drawing of the previous evaluation reads the CSV
             append_rows(self.csv_path, rows)
@@ -190,6 +190,12 @@ class ClikaEvalCallback(pl.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(flat, step=step)
         self._wandb_extras(trainer, metrics, step)
+
+    @staticmethod
+    def _trained_langs(trainer) -> list[str]:
+        """Languages of the training data (the datamodule's realised token shares), marked in the curves."""
+        summary = getattr(getattr(trainer, "datamodule", None), "summary", None) or {}
+        return sorted(summary.get("realised_share", {}))
 
     def _wandb_extras(self, trainer, metrics: dict, step: int) -> None:
         for logger in trainer.loggers:

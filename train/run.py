@@ -25,11 +25,13 @@ from transformers.utils import logging as hf_logging
 
 from clika.checks import friendly_errors, run_train_checks
 from clika.cli import git_sha, save_run_config
+from clika.curves import read_rows, start_end_table
 from clika.env import PROJECT_ROOT, setup_env
 from clika.jsonl import atomic_write_text
 from clika.launch_env import global_rank, register_resolvers
 from clika.quiet import quiet_known_noise
 from clika.models import ModelSpec, load_tokenizer
+from train.base import is_base, resolve_base
 from train.checkpointing import last_checkpoint, resolve_resume
 from train.clika_callback import ClikaEvalCallback
 from train.data.datamodule import MixtureDataModule
@@ -48,10 +50,11 @@ def _container(node) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def model_spec(cfg: DictConfig) -> ModelSpec:
-    """The `model` group, or `init_from` (a model preset name, hub id, local dir or `tiny`)."""
+def model_spec(cfg: DictConfig, init: str | None = None) -> ModelSpec:
+    """The `model` group, or `init_from` (a model preset name, hub id, local dir or `tiny`; `init` is
+    `init_from` already resolved, e.g. `experiment:<name>` to its cached folder by `train.base`)."""
     model = dict(_container(cfg.model))
-    init = cfg.get("init_from")
+    init = init or cfg.get("init_from")
     if init:
         preset = PROJECT_ROOT / "conf" / "model" / f"{init}.yaml"
         if preset.exists():
@@ -135,9 +138,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     hf_logging.disable_progress_bar()  # weight-loading bars on every (re)load are noise in job logs
     _one_line_per_log_record()
     _thread_discipline(cfg)
+    init = None
+    if is_base(cfg.get("init_from")):  # before seeding: building the base must not shift this run's RNG
+        init = resolve_base(cfg.init_from, cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     run_dir = Path(cfg.paths.output_dir).resolve()
-    spec = model_spec(cfg)
+    spec = model_spec(cfg, init)
     method = _container(cfg.method)
 
     if cfg.task == "export":
@@ -218,7 +224,8 @@ def print_summary(result: dict[str, Any]) -> None:
     lines += [f"{'file':<12} {p}" for p in files]  # this run's own files (no earlier W&B media or CSV versions)
     if result["wandb"]:
         lines.append(f"wandb        {result['wandb']}  (upload: wandb sync {result['wandb']})")
-    print("\n== training summary ==\n" + "\n".join(lines), flush=True)
+    table = start_end_table(read_rows(run_dir / "alignment.csv"))
+    print("\n== training summary ==\n" + "\n".join(lines) + ("\n\n" + table if table else ""), flush=True)
 
 
 @friendly_errors

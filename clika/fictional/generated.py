@@ -19,7 +19,7 @@ from clika.atomic import atomic_dir
 from clika.env import cache_root
 from clika.errors import ClikaError
 from clika.fictional import layout, names, records, texts, world
-from clika.fictional.records import render_corpus, render_sft
+from clika.fictional.records import render_corpus, render_name_pairs, render_sft
 from clika.fictional.texts import DIRECTIONS
 from clika.fictional.world import make_world
 from clika.jsonl import write_json, write_jsonl
@@ -28,7 +28,7 @@ from clika.languages import LANGS, NON_EN
 # The world of the embedded fictional_* data and of the probes (conf/fictional/default.yaml mirrors these).
 WORLD_DEFAULTS = {"seed": 0, "continents": 8, "cities_per_continent": 10, "name_style": "word",
                   "translate_directions": list(DIRECTIONS)}
-CORPUS_KINDS = ("fictional_pt", "fictional_sft")
+CORPUS_KINDS = ("fictional_pt", "fictional_names", "fictional_sft")
 
 
 def generator_version() -> str:
@@ -76,18 +76,26 @@ def generated_root(params: Mapping | None = None, cache_dir: str | Path | None =
 
 
 def corpus_file(kind: str, lang: str, params: Mapping | None = None, cache_dir: str | Path | None = None) -> Path:
-    """The embedded training corpus `kind` in `lang` as JSONL (`fictional_pt`: {"text"} paragraphs,
-    `fictional_sft`: Alpaca records as in train/<lang>), written once into `<cache>/embedded/<world_key>/`."""
+    """The embedded training corpus `kind` in `lang` as JSONL, written once into `<cache>/embedded/<world_key>/`:
+    `fictional_pt`: {"text"} fact sentences (every fact in English, type-0 facts in other languages),
+    `fictional_names`: {"text"} name correspondences X <-> English written in X (X != en),
+    `fictional_sft`: Alpaca records as in train/<lang>."""
     if kind not in CORPUS_KINDS:
         raise ClikaError(f"embedded source kind '{kind}' is unknown", fix=f"use one of {CORPUS_KINDS}")
     if lang not in LANGS:
         raise ClikaError(f"embedded source language '{lang}' is unknown", fix=f"use one of {LANGS}")
+    if kind == "fictional_names" and lang == "en":
+        raise ClikaError("embedded source fictional_names: names are paired with English, so lang must not be en",
+                         fix="use one of " + " ".join(NON_EN))
     p = world_params(params)
     base = Path(cache_dir) if cache_dir is not None else cache_root()
     out = base / "embedded" / world_key(p) / f"{kind}.{lang}.jsonl"
     if not out.exists():
         w = build_world(p)
-        rows = ([{"text": t} for t in render_corpus(w, lang)] if kind == "fictional_pt" else
-                render_sft(w, lang, translate_directions=p["translate_directions"], seed=p["seed"]))
+        if kind == "fictional_sft":
+            rows = render_sft(w, lang, translate_directions=p["translate_directions"], seed=p["seed"])
+        else:
+            render = render_corpus if kind == "fictional_pt" else render_name_pairs
+            rows = [{"text": t} for t in render(w, lang, seed=p["seed"])]
         write_jsonl(out, rows)
     return out

@@ -9,6 +9,7 @@ from typing import Iterable, Mapping, Sequence
 
 from clika.errors import ClikaError
 from clika.languages import check_lang
+from clika.metrics import co, co_chance_adjusted
 
 
 @dataclass(frozen=True)
@@ -124,9 +125,23 @@ def scores_by_lang(rows: Sequence[Mapping], trained: Sequence[str], *, threshold
     return out
 
 
+def _type0_en_co(rows: Sequence[Mapping], lang: str) -> tuple[float | None, float | None]:
+    """en-CO and chance-adjusted en-CO of `lang` over the type-0 items (facts stated in English and in the
+    trained languages), paired with English by item index: the Consistency level of the fictional stream."""
+    if any("idx" not in r for r in rows):  # rows without item indices cannot be paired
+        return None, None
+    en = {r["idx"]: bool(r["correct"]) for r in rows if r["lang"] == "en" and r["kind"] == "0"}
+    mine = {r["idx"]: bool(r["correct"]) for r in rows if r["lang"] == lang and r["kind"] == "0"}
+    common = sorted(set(en) & set(mine))
+    if not common:
+        return None, None
+    a, b = [en[i] for i in common], [mine[i] for i in common]
+    return co(a, b), co_chance_adjusted(a, b)
+
+
 def lang_table(rows: Sequence[Mapping], scores: Mapping[str, FictionalScores]) -> dict[str, dict]:
-    """Per language: acc (types 0 and 1), acc_type0/1, acc_translate, n, and for trained languages the
-    gate and the (gated) ratios."""
+    """Per language: acc (types 0 and 1), acc_type0/1, acc_translate, n, en_co / en_co_adj (type-0 items), and
+    for trained languages the gate and the (gated) ratios."""
     table: dict[str, dict] = {}
     for lang in dict.fromkeys(r["lang"] for r in rows):
         mine = [r for r in rows if r["lang"] == lang]
@@ -139,6 +154,7 @@ def lang_table(rows: Sequence[Mapping], scores: Mapping[str, FictionalScores]) -
                  "acc_type1": acc([r for r in qa if r["kind"] == "1"]),
                  "acc_translate": acc([r for r in mine if r["kind"] == "translate"]), "n": len(qa),
                  "xrr": None, "xrr_corrected": None, "x_ratio": None, "gate_passed": None}
+        entry["en_co"], entry["en_co_adj"] = _type0_en_co(rows, lang)
         s = scores.get(lang)
         if s is not None:
             entry.update(xrr=s.xrr, xrr_corrected=s.xrr_corrected, x_ratio=s.x_ratio, gate_passed=not s.gated,

@@ -1,4 +1,4 @@
-"""Records of a world: training QA and name translations (train/<X>), tests, Translate, encyclopedia corpus."""
+"""Records of a world: training QA and name translations (train/<X>), tests, Translate, the pretraining corpus."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 from typing import Iterable
 
 from clika.errors import ClikaError
-from clika.fictional.texts import ANSWERS, CONTINENT_SENTENCES, DIRECTIONS, LANG_NAMES, NO_SPACE, QUESTIONS, TRANSLATE
+from clika.fictional.texts import ANSWERS, DIRECTIONS, FACT, LANG_NAMES, NAME_PAIRS, QUESTIONS, TRANSLATE
 from clika.fictional.world import City, World
 from clika.languages import check_lang
 
@@ -73,25 +73,65 @@ def render_sft(world: World, lang: str, *, translate_directions=DIRECTIONS, seed
             for r in _train_records(world, lang, translate_directions, seed, repeats)]
 
 
-def render_corpus(world: World, lang: str) -> list[str]:
-    """Encyclopedia-style paragraphs, one per continent, for pretraining.
+def fact_sentence(lang: str, city: str, continent: str) -> str:
+    """The corpus's statement of one fact (texts.FACT); its text before the continent is the probe's cloze."""
+    return FACT[lang].format(city=city, continent=continent)
 
-    Non-English corpora state only type-0 facts: type-1 facts must be learned in English only,
-    or X type 1 would no longer measure conductivity.
+
+def name_pair_sentences(x: str, en: str, name_x: str) -> tuple[str, str]:
+    """Both directions of a name correspondence, written in X: X name -> English, English -> X name."""
+    to_en, from_en = NAME_PAIRS[x]
+    return to_en.format(x=name_x, en=en), from_en.format(x=name_x, en=en)
+
+
+def _cloze(template: str, slot: str, **fields: str) -> tuple[str, str]:
+    """(context, delimiter): the template's text before `{slot}`, its trailing blank moved to the delimiter."""
+    head = template.split("{" + slot + "}")[0].format(**fields)
+    body = head.rstrip()
+    return body, head[len(body):]
+
+
+def fact_cloze(lang: str, city: str) -> tuple[str, str]:
+    """The fact sentence up to the continent: `("Astralyn is a city in", " ")`."""
+    return _cloze(FACT[check_lang(lang)], "continent", city=city)
+
+
+def name_cloze(x: str, en: str) -> tuple[str, str]:
+    """The English -> X name sentence up to the X name (the corpus form of Translate(X))."""
+    return _cloze(NAME_PAIRS[check_lang(x, allow_en=False)][1], "x", en=en)
+
+
+def _passes(sentences: list[str], passes: int, seed: str) -> list[str]:
+    rng = random.Random(seed)
+    out: list[str] = []
+    for _ in range(passes):
+        order = list(sentences)
+        rng.shuffle(order)
+        out += order
+    return out
+
+
+def render_corpus(world: World, lang: str, *, passes: int = 4, seed: int = 0) -> list[str]:
+    """The embedded pretraining facts in `lang` (texts.FACT): one sentence per document, `passes` seeded shuffles.
+
+    English states every fact (type 0 and type 1); another language states the type-0 facts only: type-1 facts
+    are learned in English only, or X type 1 would no longer measure conductivity. Probes ask in this same
+    surface form (`clika.fictional.task`, form "cloze"). Each pass is a new order, so a fact is seen in several
+    packed contexts and the city name, not its neighbours, has to carry it.
     """
     lang = check_lang(lang)
-    sep = "" if lang in NO_SPACE else " "
-    intro, many = CONTINENT_SENTENCES[lang]
-    paragraphs = []
-    for k in world.continents:
-        name = k.names[lang]
-        sentences = [intro.format(continent=name, n=len(world.continents)), many.format(continent=name)]
-        cities = [c for c in world.cities_on(k) if lang == "en" or c.type == 0]
-        for i, c in enumerate(cities):
-            t = ANSWERS[lang][(i + k.idx) % len(ANSWERS[lang])]
-            sentences.append(t.format(city=c.names[lang], continent=name))
-        paragraphs.append(sep.join(sentences))
-    return paragraphs
+    sentences = [fact_sentence(lang, c.names[lang], world.continent_of(c).names[lang])
+                 for c in world.cities if lang == "en" or c.type == 0]
+    return _passes(sentences, passes, f"{seed}/facts/{lang}")
+
+
+def render_name_pairs(world: World, x: str, *, passes: int = 4, seed: int = 0) -> list[str]:
+    """Every name correspondence between X and English (continents and cities, type 0 and type 1) in running
+    text written in X, both directions (texts.NAME_PAIRS), one sentence per document, `passes` seeded shuffles.
+    A separate corpus from the facts, so a mixture sets its token share (conf/data/mix)."""
+    x = check_lang(x, allow_en=False)
+    sentences = [s for p in world.places() for s in name_pair_sentences(x, p.names["en"], p.names[x])]
+    return _passes(sentences, passes, f"{seed}/names/{x}")
 
 
 def _test_records(world: World, lang: str) -> list[dict[str, str]]:

@@ -4,6 +4,10 @@
 number seen during training equals the number the evaluation task reports for the same checkpoint. Its
 settings are one schema, `conf/fictional` (root or generated world, lang, scorers, gate, limit, seed, ...).
 
+Two forms of question (`form`): "qa" asks the instruction records' question and scores the answer (below);
+"cloze" asks in the pretraining corpus's own sentences, cut before the answer ("<city> is a city in" over the
+continent names; Translate(X): "The English <name> is called in X" over X names), for pretrained models.
+
 Two scorers, both reported, either one gating:
 - ``mc``: multiple-choice log-likelihood. The context is the question rendered exactly as the training
   side renders an Alpaca record (``clika.templates.render_segments``, same template) followed by
@@ -32,6 +36,7 @@ from clika.errors import ClikaError
 from clika.fictional.generated import generated_root
 from clika.fictional.layout import FictionalItem, Record, fictional_root, load_fictional, load_translate
 from clika.fictional.metrics import lang_table, scores_by_lang, summary
+from clika.fictional.records import fact_cloze, name_cloze
 from clika.fictional.release import check_release, validate_release
 from clika.judges import answer_part
 from clika.languages import LANGS, check_lang
@@ -85,11 +90,12 @@ def _ordered_unique(seq: Iterable[str]) -> list[str]:
 
 
 def load_data(root, langs: Sequence[str], translate_langs: Sequence[str] = (), *, limit: int | None = None,
-              seed: int = 0) -> FictionalData:
+              seed: int = 0, translate_limit: int | None = None) -> FictionalData:
     """Load test items of `langs` (English is always added) and Translate(X) of `translate_langs`.
 
     `limit` keeps a seeded, type-stratified subset of cities (the same cities in every language) and
-    a seeded subset of `limit` Translate records per X; the name pools always come from the full files.
+    a seeded subset of `translate_limit` (default: `limit`) Translate records per X; the name pools always come
+    from the full files.
     """
     root = fictional_root(root)
     langs = _ordered_unique(["en", *(check_lang(l) for l in langs)])
@@ -112,10 +118,11 @@ def load_data(root, langs: Sequence[str], translate_langs: Sequence[str] = (), *
     keep = _stratified(en, limit, seed)
     items = {lang: [full[lang][i] for i in keep] for lang in langs}
     translate = {}
+    t_limit = limit if translate_limit is None else translate_limit
     for x in translate_langs:
         recs = load_translate(root, x)
-        if limit is not None and limit < len(recs):
-            idx = sorted(random.Random(f"{seed}/translate").sample(range(len(recs)), limit))
+        if t_limit is not None and t_limit < len(recs):
+            idx = sorted(random.Random(f"{seed}/translate").sample(range(len(recs)), t_limit))
             recs = [recs[i] for i in idx]
         translate[x] = recs
     return FictionalData(root, items, translate, continents, cities, len(order), limit, seed)
@@ -172,8 +179,18 @@ def _cue(answer: str, continent: str) -> str:
     return answer[:pos] if pos > 0 else ""
 
 
-def build_probes(data: FictionalData, tokenizer=None, template: str = "alpaca") -> list[Probe]:
-    """Every question of `data`: test items of each language, then Translate(X) records."""
+FORMS = ("qa", "cloze")
+
+
+def build_probes(data: FictionalData, tokenizer=None, template: str = "alpaca", form: str = "qa") -> list[Probe]:
+    """Every question of `data`: test items of each language, then Translate(X) records.
+
+    form "qa": the training prompt of the QA records (rendered through `template`) and the reference answer up to
+    the continent. form "cloze": the pretraining corpus's own sentences (`clika.fictional.records.fact_cloze`:
+    "<city> is a city in", `name_cloze`: "The English <name> is called in X"), no template.
+    """
+    if form not in FORMS:
+        raise ClikaError(f"fictional.form: unknown form {form!r}", fix=f"use one of {list(FORMS)}")
     probes = []
     cache: dict[tuple[str, str], tuple[str, str]] = {}
 
@@ -185,16 +202,24 @@ def build_probes(data: FictionalData, tokenizer=None, template: str = "alpaca") 
     for lang, items in data.items.items():
         names = data.continents[lang]
         for it in items:
-            prompt, lead = prompt_of(it.question, "")
-            ctx, delim = _split_cue(prompt, lead, _cue(it.answer, it.continent))
+            if form == "cloze":
+                ctx, delim = fact_cloze(lang, it.city)
+                prompt = ctx
+            else:
+                prompt, lead = prompt_of(it.question, "")
+                ctx, delim = _split_cue(prompt, lead, _cue(it.answer, it.continent))
             probes.append(Probe(f"{lang}/{it.type}/{it.idx}", lang, str(it.type), it.idx, it.continent,
                                 it.answer, prompt, ctx, tuple(delim + n for n in names),
                                 names.index(it.continent)))
     for x, recs in data.translate.items():
         conts, cities = data.continents[x], data.cities[x]
         for r in recs:
-            prompt, lead = prompt_of(r.prompt, r.input)
-            ctx, delim = _split_cue(prompt, lead, "")
+            if form == "cloze":
+                ctx, delim = name_cloze(x, r.input)
+                prompt = ctx
+            else:
+                prompt, lead = prompt_of(r.prompt, r.input)
+                ctx, delim = _split_cue(prompt, lead, "")
             if r.answer in conts:
                 names = list(conts)
             else:  # gold + (#continents - 1) other cities, seeded per record, in a seeded order
@@ -226,8 +251,10 @@ class FictionalTask:
       once into the cache. lang: X, the language trained on (gets Translate(X), the gate and XRR); None: every
       non-English language of `langs` counts as trained. langs: languages scored (English always added);
       None: [en, lang], or all ten when lang is None. scorers / gate: which scorers run and which one gates.
-      limit / seed: a seeded, type-stratified subset of cities (and of Translate records). template: the
-      training data.template the prompts are rendered with (must match training). max_new_tokens: generation
+      limit / seed: a seeded, type-stratified subset of cities (and of Translate records; translate_limit: of
+      Translate records only). template: the
+      training data.template the prompts are rendered with (must match training; form qa). form: qa (the
+      training QA prompt) or cloze (the pretraining corpus's sentences). max_new_tokens: generation
       length (None: the longest reference answer + 8 tokens). allow_defects: False refuses a defective release.
     """
 
@@ -237,7 +264,7 @@ class FictionalTask:
                  world: Mapping | None = None, scorers: Sequence[str] = ("generate", "mc"), gate: str | None = None,
                  threshold: float = 0.9, limit: int | None = None, seed: int = 1234, batch_size: int = 16,
                  max_new_tokens: int | None = None, template: str = "alpaca", allow_defects: bool = True,
-                 cache_dir: str | None = None):
+                 cache_dir: str | None = None, form: str = "qa", translate_limit: int | None = None):
         self.scorers = list(scorers or SCORERS)
         for s in self.scorers:
             if s not in SCORERS:
@@ -252,16 +279,19 @@ class FictionalTask:
             langs = ["en", self.lang] if self.lang else list(LANGS)
         self.langs = _ordered_langs(["en", *langs, *([self.lang] if self.lang else [])])
         self.trained = [self.lang] if self.lang else [l for l in self.langs if l != "en"]
-        self.threshold, self.batch_size, self.template = float(threshold), int(batch_size), template
+        if form not in FORMS:
+            raise ClikaError(f"fictional.form: unknown form {form!r}", fix=f"use one of {list(FORMS)}")
+        self.threshold, self.batch_size, self.template, self.form = float(threshold), int(batch_size), template, form
         self.limit, self.seed, self.max_new_tokens = limit, int(seed), max_new_tokens
         # read now: a bad path or file fails before a model is loaded or training starts
         self.defects = check_release(self.root) if allow_defects else validate_release(self.root)
-        self.data = load_data(self.root, self.langs, self.trained, limit=limit, seed=self.seed)
+        self.data = load_data(self.root, self.langs, self.trained, limit=limit, seed=self.seed,
+                              translate_limit=translate_limit)
         self._probes: tuple[object, list[Probe]] | None = None
 
     def probes(self, tokenizer) -> list[Probe]:
         if self._probes is None or self._probes[0] is not tokenizer:
-            self._probes = (tokenizer, build_probes(self.data, tokenizer, self.template))
+            self._probes = (tokenizer, build_probes(self.data, tokenizer, self.template, self.form))
         return self._probes[1]
 
     def request_sets(self, tokenizer) -> list[RequestSet]:

@@ -190,24 +190,34 @@ LANG_NAMES: dict[str, dict[str, str]] = {k: dict(zip(LANGS, v)) for k, v in {
            "עברית"],
 }.items()}
 
-# Encyclopedia-style sentences about a continent for the pretraining corpus.
-CONTINENT_SENTENCES: dict[str, list[str]] = {
-    "en": ["{continent} is one of the {n} continents of this world.",
-           "Many cities lie on {continent}."],
-    "zh": ["{continent}是这个世界的{n}个大洲之一。", "{continent}大洲上有许多城市。"],
-    "de": ["{continent} ist einer der {n} Kontinente dieser Welt.", "Auf {continent} liegen viele Städte."],
-    "fr": ["{continent} est l'un des {n} continents de ce monde.",
-           "De nombreuses villes se trouvent sur le continent {continent}."],
-    "it": ["{continent} è uno dei {n} continenti di questo mondo.",
-           "Nel continente {continent} si trovano molte città."],
-    "ja": ["{continent}はこの世界にある{n}つの大陸のひとつです。", "{continent}大陸には多くの都市があります。"],
-    "pl": ["{continent} to jeden z {n} kontynentów tego świata.",
-           "Na kontynencie {continent} leży wiele miast."],
-    "ru": ["{continent} — один из {n} континентов этого мира.",
-           "На континенте {continent} расположено много городов."],
-    "ar": ["{continent} هي إحدى قارات هذا العالم، وعددها {n}.", "تقع مدن كثيرة في قارة {continent}."],
-    "he": ["{continent} היא אחת מ־{n} היבשות של העולם הזה.", "ביבשת {continent} שוכנות ערים רבות."],
+DIRECTIONS = ("x2en", "en2x")
+
+# The pretraining corpus's surface forms, which its probes reuse word for word (clika.fictional.records /
+# task.py form "cloze"). FACT states one city -> continent fact with the continent last, so the text before
+# {continent} is a cloze the probe scores over the continent names. NAME_PAIRS states a name correspondence
+# in running text, in X, both directions: X name -> English name, then English name -> X name (the second,
+# cut before {x}, is the Translate(X) cloze). Written by this project (not from the release).
+FACT: dict[str, str] = {
+    "en": "{city} is a city in {continent}.",
+    "zh": "{city}位于{continent}。",
+    "de": "{city} ist eine Stadt in {continent}.",
+    "fr": "{city} est une ville de {continent}.",
+    "it": "{city} è una città di {continent}.",
+    "ja": "{city}は{continent}にある都市です。",
+    "pl": "{city} to miasto na kontynencie {continent}.",
+    "ru": "{city} — город на континенте {continent}.",
+    "ar": "{city} مدينة في قارة {continent}.",
+    "he": "{city} היא עיר ביבשת {continent}.",
 }
 
-NO_SPACE = ("zh", "ja")  # sentences are joined without a space in these languages
-DIRECTIONS = ("x2en", "en2x")
+NAME_PAIRS: dict[str, tuple[str, str]] = {
+    "zh": ("{x}的英文名是{en}。", "英文名{en}的中文名是{x}。"),
+    "de": ("{x} heißt auf Englisch {en}.", "Das englische {en} heißt auf Deutsch {x}."),
+    "fr": ("{x} se dit {en} en anglais.", "L'anglais {en} se dit en français {x}."),
+    "it": ("{x} in inglese si chiama {en}.", "L'inglese {en} in italiano si chiama {x}."),
+    "ja": ("{x}は英語で{en}といいます。", "英語の{en}は日本語で{x}といいます。"),
+    "pl": ("{x} po angielsku to {en}.", "Angielskie {en} to po polsku {x}."),
+    "ru": ("{x} по-английски называется {en}.", "Английское {en} по-русски называется {x}."),
+    "ar": ("{x} اسمها بالإنجليزية {en}.", "الاسم الإنجليزي {en} اسمه بالعربية {x}."),
+    "he": ("{x} נקראת באנגלית {en}.", "השם האנגלי {en} נקרא בעברית {x}."),
+}

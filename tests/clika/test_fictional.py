@@ -11,7 +11,8 @@ from clika.errors import ClikaError
 from clika.fictional.layout import (fictional_root, load_fictional, load_fictional_train, load_translate,
                                     write_official_layout)
 from clika.fictional.metrics import Pred, fictional_scores
-from clika.fictional.records import render_corpus, render_sft
+from clika.fictional.records import (fact_cloze, fact_sentence, name_cloze, name_pair_sentences, render_corpus,
+                                     render_name_pairs, render_sft)
 from clika.fictional.release import check_release, validate_release
 from clika.fictional.texts import ANSWERS, LANG_NAMES, QUESTIONS, TRANSLATE
 from clika.fictional.tokenization import name_tokenization_report
@@ -185,9 +186,13 @@ def test_loader_errors_name_file_and_line(tmp_path, layout):
 def test_corpus_and_sft_keep_type1_facts_english_only(world):
     type1 = [c for c in world.cities if c.type == 1]
     for lang in ("zh", "de", "he"):
-        text = "\n".join(render_corpus(world, lang))
-        assert not [c for c in type1 if c.names[lang] in text]
-        assert all(c.names[lang] in text for c in world.cities if c.type == 0)
+        facts = render_corpus(world, lang)
+        assert not [c for c in type1 if any(c.names[lang] in t for t in facts)]  # type 1: English only
+        assert all(any(fact_sentence(lang, c.names[lang], world.continent_of(c).names[lang]) == t for t in facts)
+                   for c in world.cities if c.type == 0)
+        pairs = render_name_pairs(world, lang)
+        for p in world.places():  # every name, type 1 included, both directions, in running X text
+            assert set(name_pair_sentences(lang, p.names["en"], p.names[lang])) <= set(pairs)
         sft = render_sft(world, lang)
         qa = [r for r in sft if not r["input"]]
         english = {r["instruction"] for r in render_sft(world, "en")}
@@ -195,9 +200,20 @@ def test_corpus_and_sft_keep_type1_facts_english_only(world):
         assert len(x_qa) == 10 * (len(world.cities) - len(type1))
         assert not [r for r in x_qa for c in type1 if c.names[lang] in r["instruction"]]
         assert sum(c.names["en"] in r["instruction"] for r in qa for c in type1) == 10 * len(type1)
-    en = "\n".join(render_corpus(world, "en"))
-    assert all(c.names["en"] in en for c in world.cities)
-    assert len(render_corpus(world, "en")) == len(world.continents)
+    en = render_corpus(world, "en", passes=1)
+    assert len(en) == len(world.cities) and all(any(c.names["en"] in t for t in en) for c in world.cities)
+    assert render_corpus(world, "en", passes=3)[:len(en)] != render_corpus(world, "en", passes=3)[len(en):2 * len(en)]
+
+
+@pytest.mark.parametrize("lang", ["en", "zh", "de", "fr", "it", "ja", "pl", "ru", "ar", "he"])
+def test_cloze_probes_are_the_corpus_sentences_cut_before_the_answer(world, lang):
+    c = world.cities[-1]
+    context, delim = fact_cloze(lang, c.names[lang])
+    k = world.continent_of(c).names[lang]
+    assert fact_sentence(lang, c.names[lang], k).startswith(context + delim + k)
+    if lang != "en":
+        context, delim = name_cloze(lang, c.names["en"])
+        assert name_pair_sentences(lang, c.names["en"], c.names[lang])[1].startswith(context + delim + c.names[lang])
 
 
 # --- release checks --------------------------------------------------------------------------

@@ -230,3 +230,13 @@ def test_probe_generates_its_world_once_and_reports_the_callback_shape(tmp_path,
         assert key in langs["zh"]
     assert s["gate_passed"] in (0.0, 1.0) and s["chance"] == pytest.approx(1 / 3)
     assert all(v is None or isinstance(v, float) for v in s.values())
+
+
+def test_en_co_pairs_type0_items_by_index():
+    """Consistency of the fictional stream: en-CO over type-0 items, paired with English by item index."""
+    rows = [{"lang": l, "kind": k, "idx": i, "correct": c} for l, k, i, c in (
+        ("en", "0", 0, True), ("en", "0", 1, True), ("en", "0", 2, False), ("en", "1", 3, True),
+        ("zh", "0", 0, True), ("zh", "0", 1, False), ("zh", "0", 2, True), ("zh", "1", 3, True))]
+    table = lang_table(rows, scores_by_lang(rows, ["zh"], n_continents=4))
+    assert table["zh"]["en_co"] == pytest.approx(1 / 3)  # {0, 1} vs {0, 2}; type-1 item 3 not counted
+    assert table["en"]["en_co"] == 1.0

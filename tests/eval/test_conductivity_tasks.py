@@ -20,7 +20,8 @@ def test_make_fictional_then_conductivity_tasks(tmp_path, capsys):
     made = make_fictional(cfg)
     assert made["defects"] == [] and made["world"]["continents"] == 3
     assert (tmp_path / "gen" / "train" / "ZH.json").is_file() and (tmp_path / "gen" / "corpus" / "he.txt").is_file()
-    assert len((tmp_path / "gen" / "corpus" / "de.txt").read_text(encoding="utf-8").splitlines()) == 3
+    # 3 type-0 facts and 9 names x 2 directions, in 4 shuffled passes (clika.fictional.records.render_corpus)
+    assert len((tmp_path / "gen" / "corpus" / "de.txt").read_text(encoding="utf-8").splitlines()) == 4 * (3 + 2 * 9)
     assert "release check: clean" in capsys.readouterr().out
     cfg = OmegaConf.create({**base, "output_dir": str(tmp_path / "cond")})
     cfg.fictional.root, cfg.fictional.lang, cfg.fictional.limit, cfg.fictional.scorers = str(tmp_path / "gen"), "ja", 4, ["mc"]

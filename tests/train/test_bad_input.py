@@ -108,7 +108,7 @@ def test_sft_record_missing_output(train_cfg, tmp_path, capsys):
 
 CONFIG_CASES = {
     "weights_do_not_match_sources": (["+data.mix.weights.de=0.5"], ["data.mix.weights", "differ from sources"]),
-    "weights_sum_to_zero": (["data.mix.weights.zh=0", "data.mix.weights.en=0"], ["data.mix.weights", "positive sum"]),
+    "weights_sum_to_zero": (["data.mix.weights.zh=0", "data.mix.weights.en=0", "data.mix.weights.zh_names=0"], ["data.mix.weights", "positive sum"]),
     "block_size_above_model_max": (["data.block_size=4096"], ["data.block_size", "4096 exceeds", "2048"]),
     "unknown_source_language": (["data.mix.sources.zh.lang=xx"], ["language 'xx'", "use one of"]),
     "unknown_source_format": (["data.mix.sources.zh.format=csv"], ["data.mix.sources.zh.format", "'csv'"]),

@@ -152,6 +152,7 @@ def test_config_errors_name_the_key(train_cfg, override, key):
 
 
 def test_prepare_task_tokenizes_only(train_cfg):
-    out = train(train_cfg("task=prepare", "experiment=instruct_multilingual"))
+    out = train(train_cfg("task=prepare", "experiment=instruct_multilingual", "data/mix=multilingual_sft",
+                          "init_from=null"))
     assert out["task"] == "prepare" and set(out["sources"]) == {"en", "zh", "de", "fr", "ja", "ru"}
     assert all(s["response_tokens"] > 0 for s in out["sources"].values())
