@@ -9,7 +9,7 @@ from clika.errors import ClikaError
 
 
 # The tasks of eval.py, for `--help` without importing them (torch); `run` dispatches on exactly these.
-TASK_NAMES = ("evaluate", "dump_prompts", "rescore", "curves", "make_fictional", "conductivity")
+TASK_NAMES = ("evaluate", "dump_prompts", "rescore", "curves", "get_data", "make_fictional", "conductivity")
 
 
 def tasks() -> dict:

@@ -120,7 +120,7 @@ def test_resume_with_a_changed_config(train_cfg, tmp_path, capsys):
     check_resume(train_cfg("resume=auto", "trainer.max_steps=400", "callbacks.clika.limit=3", run_dir=run), run,
                  fixed, ignored)
     warning = capsys.readouterr().err
-    assert "trainer.max_steps 200 -> 400" in warning and "callbacks.clika.limit 10 -> 3" in warning
+    assert "trainer.max_steps 600 -> 400" in warning and "callbacks.clika.limit 10 -> 3" in warning
 
 
 def test_help_lists_presets_tasks_and_examples_without_train_groups_in_eval():

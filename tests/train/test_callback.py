@@ -44,11 +44,11 @@ def _assert_eval_py_agrees(rows: dict, export: str, data_root: Path, tmp_path: P
     _eval_py(data_root, tmp_path, *model, "clika.datasets=[x_copa,x_geo]", "clika.langs=[en,zh]", "clika.limit=6",
              f"hydra.run.dir={tmp_path}/{tag}-suite")
     _eval_py(data_root, tmp_path, *model, "task=conductivity", "fictional.lang=zh", "fictional.limit=4",
-             "fictional.seed=0", "fictional.scorers=[mc]", "fictional.form=cloze", "fictional.translate_limit=40",
+             "fictional.seed=0", "fictional.scorers=[mc]", "fictional.gate=mc", "fictional.form=cloze", "fictional.translate_limit=40",
              "fictional.batch_size=64", f"output_dir={tmp_path}/{tag}-cond",  # as conf/fictional/probe.yaml
              f"hydra.run.dir={tmp_path}/{tag}-cond")
     suite = json.loads((tmp_path / f"{tag}-suite" / "results.json").read_text())["datasets"]
-    cond = json.loads((tmp_path / f"{tag}-cond" / "conductivity.json").read_text())["results"]["generate"]["langs"]
+    cond = json.loads((tmp_path / f"{tag}-cond" / "conductivity.json").read_text())["results"]["mc"]["langs"]
     expected = {(ds, lang): v for ds in ("x_copa", "x_geo") for lang, v in suite[ds]["langs"].items()}
     expected |= {("fictional", lang): v for lang, v in cond.items()}
     assert set(expected) == set(rows), (sorted(expected), sorted(rows))
