@@ -192,6 +192,15 @@ def weights_digest(*folders: str | Path | None) -> str | None:
     return h.hexdigest()
 
 
+TRAINING_RECORD = "clika_training.json"  # written by train.py's export beside the weights: {"data.template": ...}
+
+
+def training_record(spec: ModelSpec) -> dict[str, Any]:
+    """What the training run recorded beside an exported model (`TRAINING_RECORD`), or {} (hub ids, other folders)."""
+    path = Path(os.path.expanduser(spec.name_or_path)) / TRAINING_RECORD
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def describe(spec: ModelSpec) -> dict[str, Any]:
     """What an evaluation scored, for results.json and report.md: the preset name, the path (absolute) or hub
     id, revision, adapter and a content hash of the weights, so two checkpoints' results are told apart."""

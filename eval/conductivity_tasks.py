@@ -26,7 +26,7 @@ from clika.fictional.task import FictionalTask
 from clika.fictional.tokenization import name_tokenization_report, release_world
 from clika.jsonl import atomic_write_text, write_json, write_jsonl
 from clika.languages import LANGS, NON_EN
-from clika.models import ModelSpec, load_model, load_tokenizer
+from clika.models import ModelSpec, load_model, load_tokenizer, training_record
 from clika.task import run_tasks
 
 
@@ -79,15 +79,26 @@ def make_fictional(cfg: DictConfig) -> dict:
     return {"output_dir": str(out), "defects": defects, "tokenization": tokenization, "world": params}
 
 
+def training_template(asked: str | None, record: dict, where: str) -> str:
+    """The template the fictional prompts are rendered with: the one the evaluated export was trained with (its
+    training record); `fictional.template` may only repeat it. No record: `fictional.template`, else alpaca."""
+    taught = record.get("data.template")
+    if taught and asked and asked != taught:
+        raise ClikaError(f"fictional.template={asked} but {where} was trained with data.template={taught}",
+                         fix=f"drop fictional.template (the run's template is used) or set fictional.template={taught}")
+    return taught or asked or "alpaca"
+
+
 def conductivity(cfg: DictConfig) -> dict:
     f = _fict(cfg)
     if not f.get("lang"):
         raise ClikaError("fictional.lang is not set", fix="python eval.py task=conductivity fictional.lang=zh ...")
     f["langs"] = f.get("langs") or ["en", f["lang"]]
+    spec = ModelSpec(**OmegaConf.to_container(cfg.model, resolve=True))
+    f["template"] = training_template(f.get("template"), training_record(spec), spec.name_or_path)
     task = FictionalTask(**f)  # reads the data: fails before the model is loaded
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    spec = ModelSpec(**OmegaConf.to_container(cfg.model, resolve=True))
     device = cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model(spec, device=device)
     res = run_tasks(model, tokenizer, [task])[task.name].metrics

@@ -13,7 +13,8 @@ import torch
 
 from clika.atomic import atomic_dir
 from clika.errors import ClikaError
-from clika.models import ModelSpec, load_model
+from clika.jsonl import write_json
+from clika.models import TRAINING_RECORD, ModelSpec, load_model
 from train.module import apply_method
 
 
@@ -39,8 +40,9 @@ def _save_atomic(out: Path, save) -> Path:
 
 
 def export_checkpoint(ckpt_path: str | Path, spec: ModelSpec, method: dict[str, Any], out_dir: str | Path,
-                      merge: bool = True) -> dict[str, str]:
-    """Write `out_dir/hf` (full, or LoRA merged when `merge`) and `out_dir/adapter` (LoRA)."""
+                      merge: bool = True, training: dict[str, Any] | None = None) -> dict[str, str]:
+    """Write `out_dir/hf` (full, or LoRA merged when `merge`) and `out_dir/adapter` (LoRA); `training` (e.g. the
+    run's data.template) is recorded beside the weights as TRAINING_RECORD, so an evaluation asks as it was taught."""
     state = load_trained_state(ckpt_path)
     base, tokenizer = load_model(spec)
     model = apply_method(base, method)
@@ -55,7 +57,12 @@ def export_checkpoint(ckpt_path: str | Path, spec: ModelSpec, method: dict[str, 
     out_dir, written = Path(out_dir), {}
 
     def save_with_tokenizer(m):
-        return lambda tmp: (m.save_pretrained(tmp), tokenizer.save_pretrained(tmp))
+        def save(tmp: Path) -> None:
+            m.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            if training:
+                write_json(tmp / TRAINING_RECORD, training)
+        return save
 
     if method["name"] == "lora":
         written["adapter"] = str(_save_atomic(out_dir / "adapter", save_with_tokenizer(model)))

@@ -200,7 +200,8 @@ def _fit(cfg: DictConfig, spec: ModelSpec, method: dict, dm, run_dir: Path) -> d
     trainer.strategy.barrier()
     if trainer.is_global_zero:
         if cfg.export.enabled and ckpt:
-            result["export"] = export_checkpoint(ckpt, spec, method, run_dir / "export", cfg.export.merge)
+            result["export"] = export_checkpoint(ckpt, spec, method, run_dir / "export", cfg.export.merge,
+                                                 training={"data.template": cfg.data.template})
         result["wandb"] = finish_wandb(trainer)
         atomic_write_text(run_dir / "train_summary.json", json.dumps(result, indent=2, default=str) + "\n")
         print_summary(result)

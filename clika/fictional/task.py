@@ -281,7 +281,7 @@ class FictionalTask:
         self.trained = [self.lang] if self.lang else [l for l in self.langs if l != "en"]
         if form not in FORMS:
             raise ClikaError(f"fictional.form: unknown form {form!r}", fix=f"use one of {list(FORMS)}")
-        self.threshold, self.batch_size, self.template, self.form = float(threshold), int(batch_size), template, form
+        self.threshold, self.batch_size, self.template, self.form = float(threshold), int(batch_size), template or "alpaca", form
         self.limit, self.seed, self.max_new_tokens = limit, int(seed), max_new_tokens
         # read now: a bad path or file fails before a model is loaded or training starts
         self.defects = check_release(self.root) if allow_defects else validate_release(self.root)

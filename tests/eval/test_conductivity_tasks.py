@@ -36,3 +36,33 @@ def test_make_fictional_then_conductivity_tasks(tmp_path, capsys):
     cfg.fictional.lang = None
     with pytest.raises(Exception, match="fictional.lang"):
         conductivity(cfg)
+
+
+def test_conductivity_asks_with_the_template_the_export_was_trained_with(tmp_path):
+    """An export records its run's data.template (clika_training.json); task=conductivity renders the prompts with
+    it, and a fictional.template that contradicts it is refused with one line."""
+    import shutil
+
+    from clika.errors import ClikaError
+    from clika.models import TRAINING_RECORD, ModelSpec, resolve_model_dir
+    from eval.conductivity_tasks import training_template
+
+    assert training_template(None, {}, "m") == "alpaca" and training_template("llama2", {}, "m") == "llama2"
+    assert training_template(None, {"data.template": "plain"}, "m") == "plain"
+    with pytest.raises(ClikaError, match="fictional.template=alpaca but m was trained with data.template=plain"):
+        training_template("alpaca", {"data.template": "plain"}, "m")
+
+    export = tmp_path / "run" / "export" / "hf"
+    shutil.copytree(resolve_model_dir(ModelSpec()), export)
+    (export / TRAINING_RECORD).write_text(json.dumps({"data.template": "plain"}), encoding="utf-8")
+    fict = OmegaConf.load(ROOT / "conf" / "fictional" / "default.yaml")
+    model = OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml")
+    model.name_or_path = str(export)
+    cfg = OmegaConf.create({"model": model, "fictional": fict, "threads": None, "device": "cpu",
+                            "output_dir": str(tmp_path / "cond")})
+    cfg.fictional.lang, cfg.fictional.limit, cfg.fictional.scorers, cfg.fictional.gate = "de", 2, ["mc"], "mc"
+    report = conductivity(cfg)["report"]
+    assert report["template"] == "plain"
+    cfg.fictional.template = "alpaca"
+    with pytest.raises(ClikaError, match="trained with data.template=plain"):
+        conductivity(cfg)

@@ -67,6 +67,8 @@ def test_callback_numbers_equal_eval_py_on_the_exported_checkpoint(train_cfg, da
     rows = _rows(Path(out["run_dir"]))
     assert sorted(rows) == [0, 6]
     assert rows[0] != rows[6]  # the weights moved, so the check below is about the trained model
+    record = json.loads((Path(out["export"]["hf"]) / "clika_training.json").read_text())
+    assert record == {"data.template": "alpaca"}  # what task=conductivity renders its prompts with
     _assert_eval_py_agrees(rows[6], out["export"]["hf"], data_root, tmp_path, "ft")
 
 
