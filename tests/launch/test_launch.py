@@ -141,7 +141,7 @@ SLURM_8 = {"SLURM_NTASKS": "8", "SLURM_NTASKS_PER_NODE": "8", "SLURM_NNODES": "1
     (["data/mix=wiki_mixed_zh", "data.mix.sources.zh.limit=null", "trainer.max_steps=-1", "trainer.max_epochs=1"],
      {}, "trainer.max_steps"),
     (["logger=wandb"], {"WANDB_MODE": "online"}, "logger.wandb"),
-    (["+optimized_metric=[1]"], {}, "optimized_metric"),
+    (["optimized_metric=[1]"], {}, "optimized_metric"),
 ])
 def test_launch_checks_name_the_key(train_cfg, tmp_path, overrides, env, key):
     env = {k: v for k, v in {"HOME": str(tmp_path), **env}.items() if v is not None}
@@ -231,12 +231,12 @@ def test_resolver_gives_one_run_dir(monkeypatch):
 
 
 def test_optimized_value_reads_the_metric(train_cfg):
-    cfg = train_cfg("+optimized_metric=val/loss_zh")
+    cfg = train_cfg("optimized_metric=val/loss_zh")
     assert optimized_value(cfg, {"metrics": {"val/loss_zh": 2.5}}) == 2.5
     with pytest.raises(ClikaError, match="^optimized_metric:"):
         optimized_value(cfg, {"metrics": {"train/loss": 1.0}})
     assert optimized_value(train_cfg(), {"metrics": {}}) is None
-    gated = train_cfg("+optimized_metric=clika/fictional/xrr")  # evaluated, gate missed: no number, no failure
+    gated = train_cfg("optimized_metric=clika/fictional/xrr")  # evaluated, gate missed: no number, no failure
     assert optimized_value(gated, {"metrics": {"clika/fictional/gate_passed": 0.0}}) is None
     assert optimized_value(gated, {"metrics": {"clika/fictional/xrr": 0.8}}) == 0.8
 
