@@ -195,12 +195,14 @@ def test_preemption_by_requeue_and_by_time_limit_resumes_once_each(slurm, refere
 @pytest.mark.slurm
 def test_stalled_attempts_stop_requeueing_and_a_second_job_in_the_dir_is_refused(slurm, tmp_path):
     out, run = tmp_path / "out", tmp_path / "run"
-    jid = sbatch(slurm, out, run, *LONG, name="clika-stall")
+    # a long step-0 evaluation (before the first step) keeps each attempt in its start-up when the signal lands
+    slow_start = [*LONG, "callbacks.clika.limit=60", "fictional.limit=null"]
+    jid = sbatch(slurm, out, run, *slow_start, name="clika-stall")
     lock = run / ".run.lock"
     for restart in (0, 1):  # each attempt is signalled during its start-up, before its first step
         wait_file(lock, 120, lambda p: p.exists() and json.loads(p.read_text() or "{}").get("restart") == restart)
         if restart == 0:  # meanwhile a resubmission into the same dir is refused (the job still runs)
-            other = sbatch(slurm, out, run, *LONG, name="clika-second")
+            other = sbatch(slurm, out, run, *slow_start, name="clika-second")
         subprocess.run(["scancel", "--signal=USR1", jid], env=_env(slurm), check=True, timeout=30)
     j = wait(slurm, jid, 180)
     log = log_of(out, jid)
