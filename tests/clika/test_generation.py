@@ -10,23 +10,10 @@ import torch
 from clika.generation import _groups, greedy, release_generate
 from clika.protocol import ProtocolSpec
 from clika.suite import Suite, suite_requests
+from bench.paper_protocol import release_llama_loop as llama_model_loop  # the one plain copy of Llama_model's loop
 
 
 # ---- plain copies of the release's loops (inference.py), one item per generate call, nothing shared ----
-def llama_model_loop(model, tok, inputs):
-    """Llama_model.model_inference (num_beams set on generation_config = max(2, ...))."""
-    res = []
-    beams = max(2, model.generation_config.num_beams or 1)
-    for input in inputs:
-        origin_len = len(input)
-        enc = tok(input, return_tensors="pt")
-        out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                             eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id, max_new_tokens=2,
-                             do_sample=False, num_beams=beams)
-        res.append(tok.decode(out[0], skip_special_tokens=True)[origin_len:].strip())
-    return res
-
-
 def bloomz_model_loop(model, tok, inputs):
     """Bloomz_model / Baichuan_base_model.model_inference."""
     res = []
