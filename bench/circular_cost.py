@@ -110,6 +110,16 @@ def markdown(res: dict) -> str:
             lines.append(f"| {ds} | {lang} | {_pct(p['acc'])} | {_pct(c['acc_circ'])} | {_pct(c['acc_rot'])} | "
                          f"{_pct(p.get('en_co'))} | {_pct(c.get('en_co_circ'))} | {_pct(c.get('en_co_answer'))} | "
                          f"{b(p)} | {b(c)} |")
+    lines += ["", "## PriDe debiasing (clika/pride.py; prior estimated from every item's rotations, no labels; "
+              "values in %)", "",
+              "| dataset | lang | acc plain | acc_pride | en-CO plain | en-CO PriDe | estimated prior per letter |",
+              "|---|---|---:|---:|---:|---:|---|"]
+    for ds in res["datasets"]:
+        for lang in res["langs"]:
+            p, c = res["plain"]["datasets"][ds]["langs"][lang], res["circular"]["datasets"][ds]["langs"][lang]
+            prior = " ".join(f"{k} {_pct(v)}" for k, v in (c.get("pride_prior") or {}).items())
+            lines.append(f"| {ds} | {lang} | {_pct(p['acc'])} | {_pct(c.get('acc_pride'))} | {_pct(p.get('en_co'))} "
+                         f"| {_pct(c.get('en_co_pride'))} | {prior} |")
     return "\n".join(lines) + "\n"
 
 

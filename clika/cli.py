@@ -85,7 +85,7 @@ def help_text(app: str, tasks: list[str], root: Path | None = None) -> str:
            f"usage: python {app}.py [group=preset ...] [key=value ...] [-m: a sweep over comma-separated values]",
            "", "presets (group=preset):"]
     for g in _app_groups(conf, app):
-        out.append(f"  {g:<12} {', '.join(presets(conf / g))}")
+        out.append(f"  {g:<12} {', '.join(presets(conf / g, app))}")
     out += ["", "tasks: " + " | ".join(f"task={t}" for t in tasks), "", "examples (README.md):"]
     out += [f"  {line}" for line in readme_examples(root / "README.md", app)]
     out += ["", f"all keys and values: python {app}.py [overrides] --cfg job      Hydra's flags: --hydra-help",

@@ -17,8 +17,9 @@ from clika.languages import LANGS
 
 COLUMNS = ["step", "tokens_seen", "epoch", "dataset", "lang", "acc", "ra", "en_co", "en_co_adj",
            "acc_type0", "acc_type1", "xrr", "n", "scorer", "chance", "trained",
-           "acc_circ", "acc_rot", "ra_circ", "en_co_circ", "en_co_answer",  # clika.circular runs only
+           "acc_circ", "acc_rot", "ra_circ", "en_co_circ", "en_co_answer", "acc_pride", "en_co_pride",  # circular runs
            "bias_letter", "bias_share", "bias_entropy", "bias_rstd"]  # position-bias report (clika.bias)
+CIRCULAR_COLUMNS = tuple(COLUMNS[COLUMNS.index("acc_circ"):COLUMNS.index("bias_letter")])
 TEXT = ("dataset", "lang", "scorer", "bias_letter")  # every other column is a number
 
 
@@ -68,7 +69,7 @@ def metrics_to_rows(metrics: dict, step: int, tokens_seen: int, epoch: int,
                          "acc_type1": v.get("acc_type1"), "xrr": v.get("xrr"), "n": v.get("n"),
                          "scorer": m.get("scorer") or metrics.get("protocol"),  # what scored these rows
                          "chance": chance, "trained": int(lang in trained),
-                         **{k: v.get(k) for k in ("acc_circ", "acc_rot", "ra_circ", "en_co_circ", "en_co_answer")},
+                         **{k: v.get(k) for k in CIRCULAR_COLUMNS},
                          **{f"bias_{k}": (v.get("bias") or {}).get(k) for k in ("letter", "share", "entropy", "rstd")}})
     return rows
 

@@ -89,8 +89,8 @@ def _mean(vals: list[float]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-# summarised next to acc / ra / en_co when a circular run reports them (clika.circular, clika.bias)
-CIRCULAR_KEYS = ("acc_circ", "ra_circ", "en_co_circ", "en_co_answer")
+# summarised next to acc / ra / en_co when a circular run reports them (clika.circular, clika.bias, clika.pride)
+CIRCULAR_KEYS = ("acc_circ", "ra_circ", "en_co_circ", "en_co_answer", "acc_pride", "en_co_pride")
 
 
 def aggregate(per_dataset: Mapping[str, dict], streams: Mapping[str, Sequence[str]]) -> dict:

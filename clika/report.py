@@ -80,7 +80,8 @@ def headline(metrics: dict, label: str) -> str:
     return "\n".join(out)
 
 
-CIRCULAR_ROWS = ("acc_circ", "acc_rot", "ra_circ", "en_co_circ", "en_co_circ_adj", "en_co_answer", "en_co_answer_adj")
+CIRCULAR_ROWS = ("acc_circ", "acc_rot", "ra_circ", "en_co_circ", "en_co_circ_adj", "en_co_answer", "en_co_answer_adj",
+                 "acc_pride", "ra_pride", "en_co_pride")
 
 
 def _bias_rows(m: dict, langs: list[str]) -> list[str]:

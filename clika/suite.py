@@ -18,6 +18,7 @@ from clika.datasets import REGISTRY, DatasetInfo, Item, jsonl_dataset, load_para
 from clika.errors import ClikaError
 from clika.languages import LANGS
 from clika.metrics import aggregate, dataset_metrics
+from clika.pride import pride_metrics
 from clika.prompts import STYLES, render
 from clika.protocol import ProtocolSpec
 from clika.scoring import PROTOCOLS, Request, Result, Scorer, make_scorer
@@ -146,8 +147,9 @@ class DatasetTask:
         if groups:
             extra = circ.circular_metrics(groups, n_options, self.ref)
             answer = answer_identity_metrics({lang: circ.chosen_options(g) for lang, g in groups.items()})
+            pride = pride_metrics(groups, letters, n_options, self.ref)
             for lang in out["langs"]:
-                out["langs"][lang].update(extra["langs"][lang], **answer.get(lang, {}))
+                out["langs"][lang].update(extra["langs"][lang], **answer.get(lang, {}), **pride.get(lang, {}))
             out["co_matrix_circ"] = extra["co_matrix_circ"]
         return out
 

@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
-from clika.curves import COLUMNS, append_rows, typed, metrics_to_rows, plot_curves, read_rows, truncate_after
+from clika.curves import CIRCULAR_COLUMNS, COLUMNS, append_rows, typed, metrics_to_rows, plot_curves, read_rows, truncate_after
 from clika.fictional.task import FictionalTask
 from clika.report import plot_co_heatmap
 from clika.suite import Suite, load_suite_items, suite_metrics, suite_tasks
@@ -25,8 +25,8 @@ from clika.task import run_tasks
 
 log = logging.getLogger(__name__)
 # alignment.csv columns logged as clika/<dataset>/<lang>/<key> (bias_* as .../bias/<share|entropy|rstd>)
-LOGGED = ("acc", "ra", "en_co", "acc_type0", "acc_type1", "xrr", "acc_circ", "acc_rot", "ra_circ", "en_co_circ",
-          "en_co_answer", "bias_share", "bias_entropy", "bias_rstd")
+LOGGED = ("acc", "ra", "en_co", "acc_type0", "acc_type1", "xrr", *CIRCULAR_COLUMNS, "bias_share", "bias_entropy",
+          "bias_rstd")
 
 
 def _gather(obj: Any) -> list:
@@ -195,7 +195,7 @@ class ClikaEvalCallback(pl.Callback):
     def _trained_langs(trainer) -> list[str]:
         """Languages of the training data (the datamodule's realised token shares), marked in the curves."""
         summary = getattr(getattr(trainer, "datamodule", None), "summary", None) or {}
-        return sorted(summary.get("realised_share", {}))
+        return sorted({l for label in summary.get("realised_share", {}) for l in label.split("+")})
 
     def _wandb_extras(self, trainer, metrics: dict, step: int) -> None:
         for logger in trainer.loggers:

@@ -216,7 +216,9 @@ def print_summary(result: dict[str, Any]) -> None:
              f"checkpoint   {result['checkpoint']}"]
     lines += [f"export/{k:<6} {v}" for k, v in result["export"].items()]
     shares = ", ".join(f"{l} {v:.1%}" for l, v in result["data"]["realised_share"].items())
-    lines.append(f"data shares  {shares}  (token share per language)")
+    mixed = [l for l in result["data"]["realised_share"] if "+" in l]
+    note = f"; {', '.join(mixed)}: one source written in these languages, not split" if mixed else ""
+    lines.append(f"data shares  {shares}  (token share per language{note})")
     packing = [f"{n} {s['packing_efficiency']:.1%}" for n, s in result["data"]["sources"].items()
                if "packing_efficiency" in s]
     if packing:

@@ -7,7 +7,10 @@ Every later W&B call (a metric logged by the checkpoint's evaluation, the run's 
 - `guarded(logger, fn, ...)`: a W&B logging call that fails stops W&B logging for this attempt with one
   warning (the offline run keeps what was written; the next attempt continues the same run id);
 - `end_attempt(trainer)`: on a preemption exit, finish the W&B run (marked preempting) while the service is
-  alive, else release the dead connection quietly so nothing raises at exit.
+  alive and then shut the service down (`wandb.teardown()`), else release the dead connection quietly, so
+  nothing raises at exit. The shutdown matters even after a clean finish: a requeue (ours or the scheduler's)
+  SIGTERMs the still-running service, and W&B's own atexit hook then printed the `Connection lost` traceback
+  into the job log (seen in CI; reproduced in tests/train/test_wandb_lifecycle.py).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def _release_connection() -> None:
-    """Drop this process's connection to a (dead) W&B service; its atexit hook is unregistered first."""
+    """Shut down this process's W&B service (or drop the connection to a dead one); W&B's atexit hook is
+    unregistered first, so the process exits without talking to a service that a signal may have killed."""
     try:
         import wandb
 
@@ -60,4 +64,4 @@ def end_attempt(trainer: Any) -> None:
             logger._clika_broken = True
             log.warning("W&B run not finished cleanly (%s); the offline run keeps what was logged",
                         type(e).__name__)
-            _release_connection()
+        _release_connection()  # the service stops now, before a requeue's SIGTERM could kill it under W&B's atexit

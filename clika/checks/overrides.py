@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from clika.errors import ClikaError
@@ -37,9 +38,39 @@ _FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-d
                      "--package", "-p", "--info", "--shell-completion", "-sc", "--experimental-rerun"}
 
 
-def presets(group_dir: Path) -> list[str]:
-    """The presets of a config group offered to users (files starting with `_` are bases, not choices)."""
-    return sorted(p.stem for p in group_dir.glob("*.yaml") if not p.stem.startswith("_"))
+def presets(group_dir: Path, app: str | None = None) -> list[str]:
+    """The presets of a config group offered to users (files starting with `_` are bases, not choices); with
+    `app` (train | eval), only those that app can take (`foreign_keys`)."""
+    names = sorted(p.stem for p in group_dir.glob("*.yaml") if not p.stem.startswith("_"))
+    if app is None:
+        return names
+    return [n for n in names if not foreign_keys(group_dir / f"{n}.yaml", app)]
+
+
+def _app_top_keys(conf_dir: Path, app: str) -> set[str]:
+    """The top-level keys of conf/<app>.yaml: its own keys and the groups its defaults list selects."""
+    doc = yaml.safe_load((conf_dir / f"{app}.yaml").read_text(encoding="utf-8")) or {}
+    keys = {k for k in doc if k != "defaults"}
+    for entry in doc.get("defaults", []):
+        name = next(iter(entry)) if isinstance(entry, dict) else entry
+        name = str(name).removeprefix("override ").lstrip("/").split("@", 1)[0].split("/", 1)[0]
+        if name != "_self_":
+            keys.add(name)
+    return keys
+
+
+def foreign_keys(preset: Path, app: str) -> list[str]:
+    """The top-level keys a `# @package _global_` preset sets that belong to the other app's config and not
+    to `app`'s (debug=fast sets `trainer`, a train.py key): non-empty means the preset is not for `app`. A key
+    neither app has (an experiment's own `lang`) is the preset's business."""
+    text = preset.read_text(encoding="utf-8")
+    if "@package _global_" not in text:
+        return []
+    doc = yaml.safe_load(text) or {}
+    conf_dir = preset.parent.parent
+    other = "train" if app == "eval" else "eval"
+    own, theirs = _app_top_keys(conf_dir, app), _app_top_keys(conf_dir, other)
+    return sorted(k for k in doc if k != "defaults" and k in theirs and k not in own)
 
 
 def overrides_of(argv: Iterable[str]) -> list[str]:
@@ -74,9 +105,10 @@ RENAMED = {"clika.scorer": "clika.protocol=letter|cloze|paper (`generate` became
            "callbacks.clika.suite.scorer": "callbacks.clika.suite.protocol"}
 
 
-def check_group_choices(overrides: Iterable[str], conf_dir: str | Path) -> None:
-    """`group=name` command-line choices must name a file conf/<group>/<name>.yaml, and renamed keys are
-    refused (before Hydra composes, so the error is one line naming the key and the fix)."""
+def check_group_choices(overrides: Iterable[str], conf_dir: str | Path, app: str | None = None) -> None:
+    """`group=name` command-line choices must name a file conf/<group>/<name>.yaml (one `app` can take, when
+    given), and renamed keys are refused (before Hydra composes, so the error is one line naming the key and
+    the fix)."""
     conf_dir = Path(conf_dir)
     for arg in overrides_of(overrides):
         prefix, key, value = _split(arg)
@@ -99,6 +131,12 @@ def check_group_choices(overrides: Iterable[str], conf_dir: str | Path) -> None:
                                  fix=f"use one of {choices}{extra}")
             if not (gdir / f"{v}.yaml").exists():
                 raise ClikaError(f"{group}: unknown preset '{v}'", fix=f"use one of {choices} ({gdir}/)")
+            foreign = foreign_keys(gdir / f"{v}.yaml", app) if app else []
+            if foreign:
+                other = "train.py" if app == "eval" else "eval.py"
+                raise ClikaError(f"{group}={v} is a {other} preset: it sets {', '.join(foreign)}, which {app}.py "
+                                 "does not have", fix=f"use one of {presets(gdir, app)} with {app}.py, or run "
+                                 f"{other} {group}={v}")
 
 
 def group_overrides(overrides: Iterable[str], conf_dir: str | Path) -> list[str]:
@@ -241,7 +279,7 @@ def check_command_line(argv: Iterable[str], conf_dir: str | Path, compose: Calla
     argv = list(argv)
     if any(a in ("--help", "-h", "--hydra-help", "--shell-completion", "-sc", "--info") for a in argv):
         return
-    check_group_choices(argv, conf_dir)
+    check_group_choices(argv, conf_dir, Path(script).stem)
     values = [a for a in overrides_of(argv) if _group(_split(a)[1], Path(conf_dir)) is None
               and not _split(a)[1].startswith("hydra") and _split(a)[0] != "~"]
     if not values:

@@ -211,9 +211,69 @@ def test_circular_evaluation_writes_its_metrics_and_every_rotation(tiny, data_ro
     zh = res["datasets"]["x_copa"]["langs"]["zh"]
     assert res["circular"] is True and zh["n"] == 4 and {"acc_circ", "acc_rot", "en_co_answer", "bias"} <= set(zh)
     assert zh["acc_circ"] <= zh["acc_rot"] and zh["bias"]["n"] == 8
+    assert 0 <= zh["acc_pride"] <= 1 and sum(zh["pride_prior"].values()) == pytest.approx(1.0)
     preds = (tmp_path / "predictions" / "x_copa" / "zh.jsonl").read_text().splitlines()
     assert len(preds) == 8 and json.loads(preds[1])["uuid"].endswith("@rot1")
     assert "acc_circ" in paths["report"].read_text()
+
+
+# ---------------------------------------------------------------- PriDe (clika.pride)
+@dataclass
+class KnowsButPrefersA:
+    """Knows every answer (+2 on the gold option) but favours position A more (+3): always answers A."""
+    name: str = "letter"
+
+    def score(self, model, tokenizer, requests):
+        out = []
+        for r in requests:
+            s = [3.0 * (j == 0) + 2.0 * (j == r.label) for j in range(len(r.letters))]
+            out.append(Result(r.uid, max(range(len(s)), key=s.__getitem__), r.label, s))
+        return out
+
+
+def test_pride_removes_a_position_prior_and_keeps_what_the_model_knows():
+    m = _metrics(KnowsButPrefersA(), True)
+    zh = m["langs"]["zh"]
+    assert zh["acc"] == 3 / 8 and zh["bias"]["share"] == 1.0  # plain: always A
+    assert zh["acc_pride"] == 1.0 and zh["en_co_pride"] == 1.0 and zh["ra_pride"] == pytest.approx(0.75 / 0.72)
+    e3 = math.exp(3)
+    assert zh["pride_prior"] == pytest.approx({"A": e3 / (e3 + 3), "B": 1 / (e3 + 3), "C": 1 / (e3 + 3),
+                                               "D": 1 / (e3 + 3)})  # the content term cancels over rotations
+    oracle = _metrics(Oracle(), True)["langs"]["zh"]  # no prior to remove: PriDe changes nothing
+    assert oracle["acc_pride"] == oracle["acc"] == 1.0 and oracle["pride_prior"]["A"] == pytest.approx(0.25)
+    assert _metrics(AlwaysA(), True)["langs"]["zh"]["pride_prior"]["A"] > 0.99  # all prior, nothing known
+    assert "acc_pride" not in _metrics(Oracle(), False)["langs"]["zh"]  # circular runs only
+
+
+def test_pride_prior_and_choice_by_hand():
+    from clika.pride import debiased_choice, item_prior, log_softmax
+
+    # two options, two rotations; observed P(A) = 0.8 then 0.6: log-prior = mean of the log-softmaxes
+    scores = [[math.log(0.8), math.log(0.2)], [math.log(0.6), math.log(0.4)]]
+    la, lb = (math.log(0.8) + math.log(0.6)) / 2, (math.log(0.2) + math.log(0.4)) / 2
+    expect = [math.exp(la) / (math.exp(la) + math.exp(lb)), math.exp(lb) / (math.exp(la) + math.exp(lb))]
+    assert item_prior(scores) == pytest.approx(expect)
+    assert log_softmax([0.0, 0.0]) == pytest.approx([math.log(0.5)] * 2)
+    assert debiased_choice([math.log(0.6), math.log(0.4)], [0.75, 0.25]) == 1  # 0.6/0.75 < 0.4/0.25
+    assert debiased_choice([math.log(0.6), math.log(0.4)], [0.5, 0.5]) == 0
+
+
+def test_pride_needs_per_option_scores():
+    from clika.pride import pride_metrics
+
+    groups = {"en": [[Result("q@rot0", 0, 0), Result("q@rot1", 1, 1)]]}
+    assert pride_metrics(groups, "AB", 2, 0.9) == {}
+
+
+def test_report_and_curve_rows_carry_pride():
+    from clika.curves import metrics_to_rows
+    from clika.report import markdown_report
+
+    m = suite_metrics(Suite(datasets=["x_geo"], langs=["en", "zh", "de"], circular=True),
+                      {"x_geo": _metrics(KnowsButPrefersA(), True)})
+    assert m["summary"]["overall"]["acc_pride"] == 1.0 and m["summary"]["overall"]["acc"] == 3 / 8
+    assert "| acc_pride | 100.0 | 100.0 | 100.0 |" in markdown_report(m)
+    assert metrics_to_rows(m, 0, 0, 0)[1]["acc_pride"] == 1.0
 
 
 # ---------------------------------------------------------------- bad input

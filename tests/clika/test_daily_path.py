@@ -2,6 +2,7 @@
 real fix, no run dir), results name what was evaluated and are readable by colleagues, help lists the presets."""
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -132,6 +133,18 @@ def test_help_lists_presets_tasks_and_examples_without_train_groups_in_eval():
     assert ev.returncode == 0 and "task=dump_prompts" in ev.stdout and "$CLIKA_DATA/results" in ev.stdout
     for train_only in ("strategy ", "trainer ", "method ", "experiment "):
         assert f"  {train_only}" not in ev.stdout
+    # the debug group has presets for both apps: eval.py offers only the one it can take
+    assert re.search(r"^  debug +default$", ev.stdout, flags=re.M), ev.stdout
+    assert re.search(r"^  debug +default, fast, overfit$", out.stdout, flags=re.M), out.stdout
+
+
+def test_a_train_only_preset_given_to_eval_is_refused_in_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "eval.py", "debug=fast", f"hydra.run.dir={tmp_path}/run"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert ("error: debug=fast is a train.py preset: it sets callbacks, trainer, which eval.py does not have — "
+            "fix: use one of ['default'] with eval.py, or run train.py debug=fast") in r.stderr.splitlines(), r.stderr
+    assert not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------- results readable by colleagues (umask 022)

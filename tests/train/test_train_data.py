@@ -95,6 +95,25 @@ def test_mixture_realised_share_within_2_percent(tok, tmp_path, kind, weights):
         assert dm.summary["realised_share"][lang] == pytest.approx(counts[lang] / total)
 
 
+def test_a_source_written_in_several_languages_is_named_by_all_of_them(tok, tmp_path):
+    """The conductivity set (English QA + X QA + name pairs in one file) is `en+de` in the shares, the validation
+    losses and the curves' trained marks, not `de` alone; its records and cache key do not change."""
+    src = {"lang": "de", "schema": "sft", "format": "embedded", "path": "fictional_sft"}
+    dm = _mix_dm(tok, tmp_path, {"sources": {"train": {**src, "written_in": ["en", "de"]}}, "sampling": "weights",
+                                 "weights": {"train": 1.0}})
+    assert dm.summary["realised_share"] == {"en+de": 1.0} and dm.val_langs == ["en+de"]
+    from types import SimpleNamespace
+
+    from train.clika_callback import ClikaEvalCallback
+    assert ClikaEvalCallback._trained_langs(SimpleNamespace(datamodule=dm)) == ["de", "en"]
+    plain = SourceSpec(name="train", **src)
+    assert plain.share_label == "de" and SourceSpec(name="train", **src, written_in=["en", "de"]).fingerprint() == \
+        plain.fingerprint()
+    with pytest.raises(ClikaError, match=r"data.mix.sources.train.written_in: \['en'\] does not include the "
+                                         r"source's lang 'de' — fix: add de to it, or drop written_in"):
+        SourceSpec(name="train", **src, written_in=["en"])
+
+
 def test_temperature_sampling_flattens_sizes(tok, tmp_path):
     sizes = {"a": 9000, "b": 1000}
     assert mixture_probs(sizes, "temperature", alpha=1.0)["a"] == pytest.approx(0.9)

@@ -152,7 +152,7 @@ class MixtureDataModule(pl.LightningDataModule):
         total = int(mix.get("num_tokens") or sum(sizes.values()))
         chosen = allocate(train_lens, probs, total, self.seed)
         self.train_items = [(n, int(train_idx[n][i])) for n, i in chosen]
-        langs = {n: s.lang for n, s in self.specs.items()}
+        langs = {n: s.share_label for n, s in self.specs.items()}
         configured: dict[str, float] = {}
         for n, p in probs.items():
             configured[langs[n]] = configured.get(langs[n], 0.0) + p

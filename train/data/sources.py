@@ -45,6 +45,10 @@ class SourceSpec:
     columns: dict[str, str] = field(default_factory=dict)  # canonical field -> column in the data
     limit: int | None = None  # keep the first N records
     world: dict[str, Any] = field(default_factory=dict)  # embedded only: fictional world (clika.fictional.generated)
+    # The languages the records are written in, when more than `lang` (the conductivity set: English QA, X QA
+    # and X<->English name pairs in one file). Token shares, validation losses and the curves' trained marks
+    # then name the source `en+zh`: its tokens are not split by language.
+    written_in: list[str] | None = None
 
     def __post_init__(self):
         where = f"data.mix.sources.{self.name}"
@@ -55,11 +59,22 @@ class SourceSpec:
         if not self.path:
             raise ClikaError(f"{where}.path: missing", fix="set a file / glob, an HF dataset id or an embedded kind")
         self.columns = {**DEFAULT_COLUMNS[self.schema], **dict(self.columns or {})}
+        if self.written_in is not None:
+            self.written_in = [str(l) for l in self.written_in]
+            if self.lang not in self.written_in:
+                raise ClikaError(f"{where}.written_in: {self.written_in} does not include the source's lang "
+                                 f"'{self.lang}'", fix=f"add {self.lang} to it, or drop written_in")
+
+    @property
+    def share_label(self) -> str:
+        """The language label of this source's tokens: `lang`, or `en+zh` for a source written in several."""
+        return "+".join(dict.fromkeys(self.written_in)) if self.written_in else self.lang
 
     def fingerprint(self) -> str:
         """Stable id of what this source yields (local files include size + mtime, so edits re-tokenize)."""
         d = asdict(self)
         d.pop("name")
+        d.pop("written_in")  # a label for the reports: the records are the same
         if self.format == "embedded":  # the generator's version and the world's parameters
             d["world"] = world_key(self.world)
         if self.format in ("jsonl", "text", "parquet"):
