@@ -312,21 +312,36 @@ def _results(sweep_root: Path) -> list:
 
 @pytest.mark.slurm
 def test_hydra_slurm_sweep_one_and_two_node_jobs(slurm, tmp_path):
-    common = ["-m", "hydra/launcher=slurm", "resume=auto", "seed=1,2", *JOB, "trainer.max_steps=4",
-              "trainer.val_check_interval=2", "callbacks.model_checkpoint.every_n_train_steps=2",
-              "optimized_metric=train/loss", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10"]
+    """(b) The README's sweep: two 1-node jobs, then two 2-node jobs. (d) under the submitit launcher: one 1-node
+    job gets submitit's preemption signal (USR2) mid-run, which is CLiKA's to handle as under sbatch:
+    checkpoint, exactly one `scontrol requeue`, the same job dir resumed, the sweep returns both results."""
+    common = ["-m", "hydra/launcher=slurm", "resume=auto", "seed=1,2", *JOB, "optimized_metric=train/loss",
+              "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10"]
+    short = ["trainer.max_steps=4", "trainer.val_check_interval=2", "callbacks.model_checkpoint.every_n_train_steps=2"]
     env = _env(slurm)
     # the launch checks still run first: no resume=auto with requeue -> one line, nothing submitted
-    bad = subprocess.run([PY, "train.py", *[a for a in common if a != "resume=auto"], f"paths.log_dir={tmp_path}/bad"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run([PY, "train.py", *[a for a in common if a != "resume=auto"], *short,
+                          f"paths.log_dir={tmp_path}/bad"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: resume:"), bad.stderr[-2000:]
     assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").glob("**/.submitit"))
 
-    for nodes, extra in ((1, []), (2, ["strategy=ddp", "trainer.num_nodes=2"])):
+    preempted = ["trainer.max_steps=60", "trainer.val_check_interval=20",
+                 "callbacks.model_checkpoint.every_n_train_steps=20", "data.batch_size=8", "data.block_size=128"]
+    for nodes, extra in ((1, preempted), (2, [*short, "strategy=ddp", "trainer.num_nodes=2"])):
         log_dir = tmp_path / f"n{nodes}"
-        r = subprocess.run([PY, "train.py", *common, *extra, f"paths.log_dir={log_dir}"], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+        sweep = subprocess.Popen([PY, "train.py", *common, *extra, f"paths.log_dir={log_dir}"], cwd=ROOT, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            if nodes == 1:  # submitit's signal to job 0 once it has a step checkpoint (as its time limit would)
+                wait_file(log_dir, 150, lambda p: any(p.glob("train/multiruns/*/0/checkpoints/step*.ckpt")))
+                task0 = next(log_dir.glob("train/multiruns/*/.submitit/[0-9]*_0"))  # <array job id>_<task>
+                subprocess.run(["scancel", "--signal=USR2", task0.name], env=env, check=True, timeout=30)
+            out, _ = sweep.communicate(timeout=300)
+        finally:
+            if sweep.poll() is None:
+                sweep.kill()
+        assert sweep.returncode == 0, out[-3000:]
         sweeps = list(log_dir.glob("train/multiruns/*"))  # the default sweep dir (no hydra.sweep.dir)
         assert len(sweeps) == 1
         jobs = sorted(p.name for p in sweeps[0].iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -337,6 +352,19 @@ def test_hydra_slurm_sweep_one_and_two_node_jobs(slurm, tmp_path):
         assert len(values) == 2 and all(isinstance(v, float) for v in values), values
         if nodes == 2:
             assert all("MEMBER: 2/2" in (sweeps[0] / d / "train.log").read_text() for d in jobs)
+            continue
+        for task in sorted(sweeps[0].glob(".submitit/[0-9]*_[0-9]*")):
+            jid, log = task.name, "\n".join(p.read_text(errors="replace") for p in task.glob("*_0_log.*"))
+            j = wait(slurm, jid, 60)  # the result is written a moment before the job ends
+            requeues = 1 if jid == task0.name else 0  # exactly one requeue per preemption
+            assert j["JobState"] == "COMPLETED" and int(j["Restarts"]) == requeues, log[-3000:]
+            assert log.count("== attempt ") == 1 + requeues and "Traceback" not in log, log[-4000:]
+        run = sweeps[0] / "0"
+        log = "\n".join(p.read_text(errors="replace") for p in task0.glob("*_0_log.*"))
+        assert "preemption checkpoint at step" in log and f"requeued job {task0.name} after SIGUSR2" in log, log[-3000:]
+        summary = json.loads((run / "train_summary.json").read_text())
+        assert summary["global_step"] == 60 and summary["resumed_from"], summary
+        assert set(range(0, 61, 20)) <= set(assert_each_evaluation_once(run)) and len(wandb_ids(run)) == 1
 
 
 # ---------------------------------------------------------------- one live run per run dir (3), no cluster needed
