@@ -12,7 +12,7 @@ from train.run import train
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 QUICK = ["trainer.max_steps=2", "trainer.val_check_interval=2", "export.enabled=false",
-         "fictional.limit=4",  # the alignment probe stays on, on a small subset
+         "fictional.limit=4", "callbacks.clika.limit=2",  # the alignment probe and suite stay on, on small subsets
          "init_from=null"]  # presets starting from a cached base (train/base.py, tested there) start from tiny
 
 
