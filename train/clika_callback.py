@@ -17,7 +17,8 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
-from clika.curves import CIRCULAR_COLUMNS, COLUMNS, append_rows, typed, metrics_to_rows, plot_curves, read_rows, truncate_after
+from clika.curves import (CIRCULAR_COLUMNS, COLUMNS, append_rows, metrics_to_rows, plot_curves, read_rows,
+                          truncate_after, typed)
 from clika.fictional.task import FictionalTask
 from clika.report import plot_co_heatmap
 from clika.suite import Suite, load_suite_items, suite_metrics, suite_tasks
