@@ -1,8 +1,13 @@
 """Preemption: SIGTERM / SIGUSR1 (SLURM preemption) -> a checkpoint at the next batch end (or from
-`on_exception` when Lightning aborts mid-validation), then exit with 128 + signal."""
+`on_exception` when Lightning aborts mid-validation), then exit with 128 + signal.
+
+The checkpoint's line also goes to the run's log file (`<run dir>/train.log`, through logging): after `scancel`
+or a requeue, srun stops relaying the job's output to the sbatch output file, so a line printed then is lost
+there (seen on the local SLURM: the checkpoint was written, its line was not in the job's output)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -15,6 +20,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from train.recovery import any_rank
+
+log = logging.getLogger(__name__)
 
 
 class PreemptionCheckpoint(pl.Callback):
@@ -76,7 +83,8 @@ class PreemptionCheckpoint(pl.Callback):
                 os.remove(path)  # never write through a link into an older checkpoint
             trainer.save_checkpoint(path)
         self._saved_step, self.saved_path = step, str(path)
-        print(f"[clika] preemption checkpoint at step {step}: {path}", file=sys.stderr, flush=True)
+        signame = signal.Signals(self.received).name if self.received else "an abort"
+        log.warning("[clika] preemption checkpoint at step %d (after %s): %s", step, signame, path)
         return str(path)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
