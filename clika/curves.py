@@ -253,7 +253,7 @@ def start_end_table(rows: Sequence[dict], levels: Sequence[Level] = LEVELS) -> s
     out = [f"== alignment: step {first} -> step {last} (* = trained language) =="]
 
     def fmt(v):
-        return "  –  " if v is None else f"{v:.2f}"
+        return "  –  " if v is None else f"{v:.2f}".replace("-0.00", "0.00")  # no negative zero
 
     datasets = sorted({r["dataset"] for r in rows}, key=lambda d: (d == "fictional", d))
     for level in levels:

@@ -63,3 +63,5 @@ def test_start_end_table_per_level(tmp_path):
     cond = next(l for l in lines if "type-1 acc" in l)
     assert "en* 0.12 -> 0.95" in cond and "zh* 0.12 -> 0.12" in cond
     assert start_end_table([]) == ""
+    tiny_negative = [{**r, "en_co_adj": -1e-12} if r.get("en_co_adj") not in (None, "") else r for r in rows]
+    assert "-0.00" not in start_end_table(tiny_negative)  # rounding never prints a negative zero
