@@ -50,6 +50,11 @@ def _container(node) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
+def _training(cfg: DictConfig) -> dict:
+    """What an export records of its training (clika.models.TRAINING_RECORD): the prompt template."""
+    return {"data.template": cfg.data.template}
+
+
 def model_spec(cfg: DictConfig, init: str | None = None) -> ModelSpec:
     """The `model` group, or `init_from` (a model preset name, hub id, local dir or `tiny`; `init` is
     `init_from` already resolved, e.g. `experiment:<name>` to its cached folder by `train.base`)."""
@@ -148,7 +153,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     if cfg.task == "export":
         ckpt = resolve_resume(cfg.resume, run_dir)
-        out = export_checkpoint(ckpt, spec, method, Path(ckpt).parent.parent / "export", cfg.export.merge)
+        out = export_checkpoint(ckpt, spec, method, Path(ckpt).parent.parent / "export", cfg.export.merge,
+                                training=_training(cfg))
         return {"task": "export", "checkpoint": ckpt, "export": out}
 
     tokenizer = load_tokenizer(spec)
@@ -201,7 +207,7 @@ def _fit(cfg: DictConfig, spec: ModelSpec, method: dict, dm, run_dir: Path) -> d
     if trainer.is_global_zero:
         if cfg.export.enabled and ckpt:
             result["export"] = export_checkpoint(ckpt, spec, method, run_dir / "export", cfg.export.merge,
-                                                 training={"data.template": cfg.data.template})
+                                                 training=_training(cfg))
         result["wandb"] = finish_wandb(trainer)
         atomic_write_text(run_dir / "train_summary.json", json.dumps(result, indent=2, default=str) + "\n")
         print_summary(result)
