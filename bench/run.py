@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from bench import common  # noqa: E402
+from clika.atomic import atomic_write_text  # noqa: E402
 
 SECTIONS = ("eval", "paper", "train", "callback")
 
@@ -258,8 +259,9 @@ def main(argv=None):
     if a.note:
         res["extra_notes"] = list(a.note)
     out_json.write_text(json.dumps(res, indent=2, default=str) + "\n")
-    out_md.write_text(with_kept_notes(render_md(res), out_md))
-    print(render_md(res))
+    md = render_md(res)
+    atomic_write_text(out_md, with_kept_notes(md, out_md))  # the hand-written notes survive an interrupted write
+    print(md)
     return res
 
 

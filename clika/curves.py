@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 
 from clika.jsonl import atomic_write_text
 from clika.languages import LANGS
+from clika.metrics import co_expected
 
 COLUMNS = ["step", "tokens_seen", "epoch", "dataset", "lang", "acc", "ra", "en_co", "en_co_adj",
            "acc_type0", "acc_type1", "xrr", "n", "scorer", "chance", "trained",
@@ -128,7 +129,7 @@ def _chance_value(kind: str | None, chance: float | None) -> float | None:
         return 0.0
     if chance is None or kind is None:
         return None
-    return chance if kind == "acc" else chance / (2 - chance)  # "co": E = c*c / (c + c - c*c)
+    return chance if kind == "acc" else co_expected(chance, chance)
 
 
 def _trained(rows: Sequence[dict]) -> list[str]:

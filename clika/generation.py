@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 import torch
 
 from clika.errors import ClikaError
-from clika.kv import _cache_key, _common_prefix_len, _device, _forward_params, _out_cache
+from clika.kv import _cache_key, _common_prefix_len, _device, _forward_params, _out_cache, base_model
 from clika.protocol import ProtocolSpec, check_chat_template
 
 
@@ -163,27 +163,30 @@ class _Prefix:
     """The shared prompt prefix's KV cache, computed once (batch 1)."""
 
     def __init__(self, model, ids: list[int]):
-        self.model, self.ids, self.device = model, ids, _device(model)
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.ids, self.device = ids, _device(model)
+        base = base_model(model)
         # The decoder alone gives the cache without the LM head (262k-vocabulary heads cost as much as
         # the transformer on CPU); models without get_decoder() keep one logit row.
         decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
         self.runner = decoder if decoder is not None and decoder is not base else model
         self.keep = ({"logits_to_keep": 1} if self.runner is model and "logits_to_keep" in _forward_params(model)
                      else {})
-        self.cache_key = _cache_key(self.runner if self.runner is not model else model)
+        self.cache_key = _cache_key(self.runner)
         self.cache = self.extend(None, [ids]) if ids else None
+
+    @staticmethod
+    def copy(cache, n: int):
+        """A copy of `cache` repeated for `n` rows (the shared prefix is never written into)."""
+        cache = copy.deepcopy(cache)
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+        return cache
 
     def extend(self, cache, rows: list[list[int]]):
         """Run `rows` (equal lengths) after `cache` (a copy, repeated once per row; None = from scratch);
         return the new cache."""
         past = len(self.ids) if cache is not None else 0
-        kwargs = {}
-        if cache is not None:
-            cache = copy.deepcopy(cache)
-            if len(rows) > 1:
-                cache.batch_repeat_interleave(len(rows))
-            kwargs = {self.cache_key: cache}
+        kwargs = {self.cache_key: self.copy(cache, len(rows))} if cache is not None else {}
         with torch.no_grad():
             out = self.runner(input_ids=torch.tensor(rows, device=self.device),
                               attention_mask=torch.ones((len(rows), past + len(rows[0])), dtype=torch.long,
@@ -220,7 +223,7 @@ def release_generate(model, tokenizer, prompts: Sequence[str], spec: ProtocolSpe
     stop = set([stop] if isinstance(stop, int) else (stop or []))
     ids_all = [prompt_ids(tokenizer, p, spec) for p in prompts]
     p_len = _common_prefix_len(ids_all) if reuse_prefix else 0
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     counter = _ForwardCounter(base) if lockstep else None
     out: list[str | None] = [None] * len(prompts)
     try:
@@ -239,9 +242,7 @@ def release_generate(model, tokenizer, prompts: Sequence[str], spec: ProtocolSpe
                 if suffix[0]:
                     cache = prefix.extend(prefix.cache, suffix)
                 else:
-                    cache = copy.deepcopy(prefix.cache)
-                    if len(rows) > 1:
-                        cache.batch_repeat_interleave(len(rows))
+                    cache = prefix.copy(prefix.cache, len(rows))
                     if lockstep:  # every rank runs one suffix forward per item
                         prefix.extend(None, [rows[0][-1:]])
                 cache.batch_repeat_interleave(beams)

@@ -36,9 +36,13 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def base_model(model):
+    """The transformers model under a peft wrapper (the model itself without one)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _forward_params(model) -> set[str]:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return set(inspect.signature(base.forward).parameters)
+    return set(inspect.signature(base_model(model).forward).parameters)
 
 
 def _cache_key(model) -> str:

@@ -54,10 +54,14 @@ def co(a: Sequence[bool], b: Sequence[bool]) -> float:
     return len(sa & sb) / len(union) if union else 0.0
 
 
-def co_chance_adjusted(a: Sequence[bool], b: Sequence[bool]) -> float:
-    p, q = accuracy(a), accuracy(b)
+def co_expected(p: float, q: float) -> float:
+    """E[CO] of two languages answering independently with accuracies p and q: pq / (p + q - pq)."""
     denom = p + q - p * q
-    expected = p * q / denom if denom > 0 else 0.0
+    return p * q / denom if denom > 0 else 0.0
+
+
+def co_chance_adjusted(a: Sequence[bool], b: Sequence[bool]) -> float:
+    expected = co_expected(accuracy(a), accuracy(b))
     if expected >= 1.0:
         return 0.0
     return (co(a, b) - expected) / (1.0 - expected)

@@ -278,7 +278,7 @@ class PaperScorer:
     Each Result keeps the raw output string `res`."""
 
     spec: ProtocolSpec = field(default_factory=ProtocolSpec)
-    batch_size: int = 16  # unused: the release generates one item per call (kept for make_scorer's signature)
+    batch_size: int = 16  # unused: release_generate groups equal-length prompts itself (kept for make_scorer's signature)
     reuse_prefix: bool = True
     lockstep: bool = False
     name: str = "paper"

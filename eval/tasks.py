@@ -80,9 +80,5 @@ def get_data(cfg: DictConfig) -> dict:
     return out
 
 
-def _conductivity_tasks() -> dict:
-    return {"make_fictional": make_fictional, "conductivity": conductivity}
-
-
 TASKS = {"dump_prompts": dump_prompts, "rescore": rescore_task, "curves": curves, "get_data": get_data,
-         **_conductivity_tasks()}
+         "make_fictional": make_fictional, "conductivity": conductivity}

@@ -107,4 +107,4 @@ class PreemptionCheckpoint(pl.Callback):
             try:
                 self.save(trainer)
             except Exception as e:  # noqa: BLE001 - already exiting; say why there is no checkpoint
-                print(f"[clika] preemption checkpoint failed: {e}", file=sys.stderr, flush=True)
+                log.warning("[clika] preemption checkpoint failed: %s", e)

@@ -53,15 +53,13 @@ def end_attempt(trainer: Any) -> None:
     for logger in getattr(trainer, "loggers", []):
         if not isinstance(logger, WandbLogger) or logger._experiment is None:
             continue
-        if getattr(logger, "_clika_broken", False):
-            _release_connection()
-            continue
-        run = logger._experiment
-        try:
-            run.mark_preempting()
-            run.finish(exit_code=1)  # resumable: the next attempt continues the same run id
-        except Exception as e:  # noqa: BLE001
-            logger._clika_broken = True
-            log.warning("W&B run not finished cleanly (%s); the offline run keeps what was logged",
-                        type(e).__name__)
+        if not getattr(logger, "_clika_broken", False):
+            run = logger._experiment
+            try:
+                run.mark_preempting()
+                run.finish(exit_code=1)  # resumable: the next attempt continues the same run id
+            except Exception as e:  # noqa: BLE001
+                logger._clika_broken = True
+                log.warning("W&B run not finished cleanly (%s); the offline run keeps what was logged",
+                            type(e).__name__)
         _release_connection()  # the service stops now, before a requeue's SIGTERM could kill it under W&B's atexit

@@ -22,6 +22,7 @@ Everything else is closed: `+clika.languages=[en,zh]` is refused instead of bein
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
@@ -47,7 +48,12 @@ def presets(group_dir: Path, app: str | None = None) -> list[str]:
     return [n for n in names if not foreign_keys(group_dir / f"{n}.yaml", app)]
 
 
-def _app_top_keys(conf_dir: Path, app: str) -> set[str]:
+def _other(app: str) -> str:
+    return "train" if app == "eval" else "eval"
+
+
+@functools.lru_cache(maxsize=None)
+def _app_top_keys(conf_dir: Path, app: str) -> frozenset[str]:
     """The top-level keys of conf/<app>.yaml: its own keys and the groups its defaults list selects."""
     doc = yaml.safe_load((conf_dir / f"{app}.yaml").read_text(encoding="utf-8")) or {}
     keys = {k for k in doc if k != "defaults"}
@@ -56,7 +62,7 @@ def _app_top_keys(conf_dir: Path, app: str) -> set[str]:
         name = str(name).removeprefix("override ").lstrip("/").split("@", 1)[0].split("/", 1)[0]
         if name != "_self_":
             keys.add(name)
-    return keys
+    return frozenset(keys)
 
 
 def foreign_keys(preset: Path, app: str) -> list[str]:
@@ -68,8 +74,7 @@ def foreign_keys(preset: Path, app: str) -> list[str]:
         return []
     doc = yaml.safe_load(text) or {}
     conf_dir = preset.parent.parent
-    other = "train" if app == "eval" else "eval"
-    own, theirs = _app_top_keys(conf_dir, app), _app_top_keys(conf_dir, other)
+    own, theirs = _app_top_keys(conf_dir, app), _app_top_keys(conf_dir, _other(app))
     return sorted(k for k in doc if k != "defaults" and k in theirs and k not in own)
 
 
@@ -133,7 +138,7 @@ def check_group_choices(overrides: Iterable[str], conf_dir: str | Path, app: str
                 raise ClikaError(f"{group}: unknown preset '{v}'", fix=f"use one of {choices} ({gdir}/)")
             foreign = foreign_keys(gdir / f"{v}.yaml", app) if app else []
             if foreign:
-                other = "train.py" if app == "eval" else "eval.py"
+                other = f"{_other(app)}.py"
                 raise ClikaError(f"{group}={v} is a {other} preset: it sets {', '.join(foreign)}, which {app}.py "
                                  "does not have", fix=f"use one of {presets(gdir, app)} with {app}.py, or run "
                                  f"{other} {group}={v}")

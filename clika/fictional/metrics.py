@@ -125,13 +125,17 @@ def scores_by_lang(rows: Sequence[Mapping], trained: Sequence[str], *, threshold
     return out
 
 
-def _type0_en_co(rows: Sequence[Mapping], lang: str) -> tuple[float | None, float | None]:
-    """en-CO and chance-adjusted en-CO of `lang` over the type-0 items (facts stated in English and in the
-    trained languages), paired with English by item index: the Consistency level of the fictional stream."""
-    if any("idx" not in r for r in rows):  # rows without item indices cannot be paired
+def _type0(rows: Sequence[Mapping]) -> dict:
+    """{item index: correct} of the type-0 rows of one language."""
+    return {r["idx"]: bool(r["correct"]) for r in rows if r["kind"] == "0"}
+
+
+def _type0_en_co(en: Mapping | None, mine: Mapping) -> tuple[float | None, float | None]:
+    """en-CO and chance-adjusted en-CO of a language over the type-0 items (facts stated in English and in the
+    trained languages), paired with English (`en`, None when rows carry no item index) by item index: the
+    Consistency level of the fictional stream."""
+    if en is None:
         return None, None
-    en = {r["idx"]: bool(r["correct"]) for r in rows if r["lang"] == "en" and r["kind"] == "0"}
-    mine = {r["idx"]: bool(r["correct"]) for r in rows if r["lang"] == lang and r["kind"] == "0"}
     common = sorted(set(en) & set(mine))
     if not common:
         return None, None
@@ -143,6 +147,8 @@ def lang_table(rows: Sequence[Mapping], scores: Mapping[str, FictionalScores]) -
     """Per language: acc (types 0 and 1), acc_type0/1, acc_translate, n, en_co / en_co_adj (type-0 items), and
     for trained languages the gate and the (gated) ratios."""
     table: dict[str, dict] = {}
+    paired = all("idx" in r for r in rows)  # rows without item indices cannot be paired
+    en = _type0([r for r in rows if r["lang"] == "en"]) if paired else None
     for lang in dict.fromkeys(r["lang"] for r in rows):
         mine = [r for r in rows if r["lang"] == lang]
         qa = [r for r in mine if r["kind"] in ("0", "1")]
@@ -154,7 +160,7 @@ def lang_table(rows: Sequence[Mapping], scores: Mapping[str, FictionalScores]) -
                  "acc_type1": acc([r for r in qa if r["kind"] == "1"]),
                  "acc_translate": acc([r for r in mine if r["kind"] == "translate"]), "n": len(qa),
                  "xrr": None, "xrr_corrected": None, "x_ratio": None, "gate_passed": None}
-        entry["en_co"], entry["en_co_adj"] = _type0_en_co(rows, lang)
+        entry["en_co"], entry["en_co_adj"] = _type0_en_co(en, _type0(mine) if paired else {})
         s = scores.get(lang)
         if s is not None:
             entry.update(xrr=s.xrr, xrr_corrected=s.xrr_corrected, x_ratio=s.x_ratio, gate_passed=not s.gated,
