@@ -1,6 +1,7 @@
 """Training end to end on CPU: every experiment, full and LoRA (checkpoints, export), exact resume."""
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,8 @@ def test_wandb_offline_in_run_dir_and_init_from_export(train_cfg, tmp_path):
     again = train(train_cfg("experiment=continued_pretrain_zh", "task=export", f"resume={tmp_path / 'stage1'}",
                             run_dir=tmp_path / "stage1"))
     assert Path(again["export"]["hf"], "config.json").exists()
+    record = json.loads(Path(again["export"]["hf"], "clika_training.json").read_text())
+    assert record == {"data.template": "alpaca"}  # a standalone export records the template like the fit's
 
 
 def test_lora_targets_per_architecture_and_schedule_shape():
