@@ -1,5 +1,5 @@
 # Two commands on a fresh machine:  `make run`  (main job)  and  `make test`  (test suite).
-# Everything is installed by `make setup` into .venv; caches stay in .cache/ (see clika/env.py).
+# Everything is installed by `make setup` into .venv; caches stay in .cache/ (see clika/app/env.py).
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip

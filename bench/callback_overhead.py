@@ -1,4 +1,4 @@
-"""Share of wall time spent in CLiKA evaluation (train/clika_callback.py) in the default presets.
+"""Share of wall time spent in CLiKA evaluation (clika/train/callbacks/clika_eval.py) in the default presets.
 
 Two measurements, both with the callback exactly as conf/callbacks/default.yaml configures it:
 
@@ -49,7 +49,7 @@ def _eval_seconds(run_dir: Path) -> float:
 
 def measure_preset(name: str, tmp: Path, log=print) -> dict:
     """Wall of one training run with the callback and one without; the callback's own seconds."""
-    from train.run import train
+    from clika.train.run import train
 
     walls, out = {}, {}
     for mode, extra in (("off", ["callbacks.clika=null"]), ("on", [])):
@@ -79,7 +79,7 @@ def bench_callback(steps: int = 40, warmup: int = 5, limits=(5, 10, 20), presets
     from omegaconf import OmegaConf
 
     from bench.train_bench import METHODS, _optimizer, datamodule, model_spec
-    from train.module import CausalLMModule
+    from clika.train.module import CausalLMModule
 
     tmp = Path(tempfile.mkdtemp(prefix="clika-bench-cb-"))
     runs = [measure_preset(p, tmp, log) for p in presets]

@@ -1,6 +1,6 @@
 """Cost of circular evaluation (clika.circular) against the plain run, in one process, same items, same scorer.
 
-Each dataset is scored twice through `clika.task.run_tasks`: plain (n items per language) and circular (every
+Each dataset is scored twice through `clika.scoring.api.run_tasks`: plain (n items per language) and circular (every
 cyclic rotation: k·n prompts). Target: circular costs at most k × plain — the few-shot prefix's KV cache is
 computed once per language in both, so only the item part (the suffix forward) is repeated per rotation.
 Reported per dataset: CPU seconds of each, their ratio next to k, and the ratio of suffix tokens forwarded
@@ -27,7 +27,7 @@ OUT = Path(__file__).resolve().parent
 
 def suffix_tokens(tok, requests) -> int:
     """Tokens forwarded after the shared prefix (what the letter scorer runs per prompt)."""
-    from clika.scoring import _common_prefix_len
+    from clika.scoring.loglik import _common_prefix_len
 
     enc = [tok(r.context)["input_ids"] for r in requests]
     p = _common_prefix_len(enc)
@@ -35,8 +35,8 @@ def suffix_tokens(tok, requests) -> int:
 
 
 def bench(model_name: str, datasets: list[str], langs: list[str], items: int, batch_size: int) -> dict:
-    from clika.suite import Suite, load_suite_items, suite_metrics, suite_tasks
-    from clika.task import run_tasks
+    from clika.scoring.suite import Suite, load_suite_items, suite_metrics, suite_tasks
+    from clika.scoring.api import run_tasks
 
     common.set_threads(1)
     model, tok = common.load(model_name)
@@ -110,7 +110,7 @@ def markdown(res: dict) -> str:
             lines.append(f"| {ds} | {lang} | {_pct(p['acc'])} | {_pct(c['acc_circ'])} | {_pct(c['acc_rot'])} | "
                          f"{_pct(p.get('en_co'))} | {_pct(c.get('en_co_circ'))} | {_pct(c.get('en_co_answer'))} | "
                          f"{b(p)} | {b(c)} |")
-    lines += ["", "## PriDe debiasing (clika/pride.py; prior estimated from every item's rotations, no labels; "
+    lines += ["", "## PriDe debiasing (clika/metrics/pride.py; prior estimated from every item's rotations, no labels; "
               "values in %)", "",
               "| dataset | lang | acc plain | acc_pride | en-CO plain | en-CO PriDe | estimated prior per letter |",
               "|---|---|---:|---:|---:|---:|---|"]
@@ -133,7 +133,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=str(OUT / "circular_results"), help="writes OUT.json and OUT.md")
     args = ap.parse_args(argv)
     res = bench(args.model, args.datasets.split(","), args.langs.split(","), args.items_per_file, args.batch_size)
-    from clika.jsonl import atomic_write_text, write_json
+    from clika.util.jsonl import atomic_write_text, write_json
 
     write_json(Path(args.out + ".json"), res)
     atomic_write_text(Path(args.out + ".md"), markdown(res))

@@ -13,7 +13,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from clika.env import setup_env  # noqa: E402
+from clika.app.env import setup_env  # noqa: E402
 
 setup_env(offline=True)
 
@@ -36,14 +36,14 @@ def data_root() -> str:
 
 
 def model_spec(name: str, dtype: str = "float32"):
-    from clika.models import ModelSpec
+    from clika.models.load import ModelSpec
 
     return ModelSpec(**{**model_preset(name), "dtype": dtype})
 
 
 def wait_for_dequantized(name: str, timeout: float = 600.0) -> None:
     """Another process may be dequantizing the GGUF model right now: wait for its folder instead of racing."""
-    from clika.env import cache_root
+    from clika.app.env import cache_root
 
     if not model_preset(name).get("gguf_package"):
         return
@@ -57,7 +57,7 @@ def wait_for_dequantized(name: str, timeout: float = 600.0) -> None:
 
 
 def load(name: str, device: str = "cpu", dtype: str = "float32"):
-    from clika.models import load_model
+    from clika.models.load import load_model
 
     wait_for_dequantized(name)
     return load_model(model_spec(name, dtype), device=device)

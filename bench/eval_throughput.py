@@ -40,7 +40,7 @@ ALL_LANGS = ("en", "zh", "de", "fr", "it", "ja", "pl", "ru", "ar", "he")
 # ---------------------------------------------------------------- items
 def load_requests(datasets, langs, items_per_file, tokenizer, seed: int = 1234):
     """{(dataset, lang): [Request]} — the suite's seeded subset (`items_per_file=None`: every item)."""
-    from clika.suite import Suite, suite_requests
+    from clika.scoring.suite import Suite, suite_requests
 
     suite = Suite(data_root=common.data_root(), datasets=list(datasets), langs=list(langs),
                   limit=items_per_file, seed=seed).validate()
@@ -58,8 +58,8 @@ def n_items(reqs_by_file: dict) -> int:
 
 def pick_delimiter(tok, reqs_by_file, wanted: str = "auto") -> str:
     """`auto`: the lm-eval form " " when every " <letter>" is one token after its prompt, else "" (paper form)."""
-    from clika.errors import ClikaError
-    from clika.scoring import LetterScorer
+    from clika.util.errors import ClikaError
+    from clika.scoring.loglik import LetterScorer
 
     if wanted != "auto":
         return wanted
@@ -79,7 +79,7 @@ def pick_delimiter(tok, reqs_by_file, wanted: str = "auto") -> str:
 
 # ---------------------------------------------------------------- (1) the project's letter scorer
 def run_letter(model, tok, reqs_by_file, batch_size, delimiter, device="cpu", reuse_prefix=True):
-    from clika.scoring import LetterScorer
+    from clika.scoring.loglik import LetterScorer
 
     scorer = LetterScorer(batch_size=batch_size, delimiter=delimiter, reuse_prefix=reuse_prefix, progress=False)
     out = {}
@@ -92,7 +92,7 @@ def run_letter(model, tok, reqs_by_file, batch_size, delimiter, device="cpu", re
 # ---------------------------------------------------------------- (2) the official approach
 def run_official(model, tok, reqs_by_file, device="cpu", max_new_tokens=2, num_beams=2):
     """One item at a time: generate(max_new_tokens=2, num_beams=2); correct iff first non-blank char == gold."""
-    from clika.judges import first_letter as first_char_letter
+    from clika.scoring.judges import first_letter as first_char_letter
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     correct, total, answered = 0, 0, 0
@@ -258,7 +258,7 @@ def bench_eval(model_name: str, datasets=ALL_DATASETS, langs=ALL_LANGS, items_pe
         log(f"[eval {model_name}] {name:<10} {items:>6} items {seconds:8.2f}s  {items / seconds:9.2f} items/s")
 
     # warm-up (allocator, first-call paths) on a few items, untimed
-    from clika.scoring import LetterScorer
+    from clika.scoring.loglik import LetterScorer
     first = next(iter(reqs.values()))[:2]
     LetterScorer(batch_size, delimiter, progress=False).score(model, tok, first)
 

@@ -64,8 +64,8 @@ def train_mfu(model_name: str, method: str, loop: str, batch: int, seq: int, ste
     import torch
 
     from bench.train_bench import METHODS, _optimizer, model_spec
-    from clika.models import load_model
-    from train.module import CausalLMModule, apply_method
+    from clika.models.load import load_model
+    from clika.train.module import CausalLMModule, apply_method
 
     torch.manual_seed(0)
     method_cfg = dict(METHODS[method])

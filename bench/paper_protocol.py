@@ -1,4 +1,4 @@
-"""items/s of `clika.protocol=paper` (clika.generation.release_generate: shared-prefix KV reuse) against the
+"""items/s of `clika.protocol=paper` (clika.scoring.generate.release_generate: shared-prefix KV reuse) against the
 release's own per-item loop (a plain copy of inference.py `Llama_model.model_inference`), same model, same
 items, one after the other in one process; every output string must be identical."""
 
@@ -26,9 +26,9 @@ def release_llama_loop(model, tok, inputs):
 
 def bench_paper(model_name: str = "gemma3_270m", datasets=("x_copa", "x_geo"), langs=("en", "zh"),
                 items_per_file: int = 25, device: str = "cpu", log=print) -> dict:
-    from clika.generation import release_generate
-    from clika.protocol import ProtocolSpec
-    from clika.suite import Suite, suite_requests
+    from clika.scoring.generate import release_generate
+    from clika.scoring.release import ProtocolSpec
+    from clika.scoring.suite import Suite, suite_requests
 
     model, tok = common.load(model_name, device=device)
     spec = ProtocolSpec.from_dict({**common.model_preset(model_name).get("protocol", {}), "dtype": "float32"})

@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from bench import common  # noqa: E402
-from clika.atomic import atomic_write_text  # noqa: E402
+from clika.util.atomic import atomic_write_text  # noqa: E402
 
 SECTIONS = ("eval", "paper", "train", "callback")
 

@@ -18,7 +18,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
@@ -35,7 +34,7 @@ METHODS = {"full": {"name": "full", "lr": 1e-3},
 
 
 def model_spec(name: str, dtype: str = "float32"):
-    from clika.models import ModelSpec
+    from clika.models.load import ModelSpec
 
     if name == "llama10m":
         return ModelSpec(name="llama10m", name_or_path="tiny", tiny=dict(LLAMA10M), dtype=dtype)
@@ -47,7 +46,7 @@ def data_config(block_size: int, batch_size: int, mix: str = "mixed_zh", pack_re
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from clika.env import cache_root
+    from clika.app.env import cache_root
 
     with initialize_config_dir(str(common.ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"data/mix={mix}", f"data.cache_dir={cache_root() / 'data'}",
@@ -58,7 +57,7 @@ def data_config(block_size: int, batch_size: int, mix: str = "mixed_zh", pack_re
 
 def datamodule(tokenizer, block_size: int, batch_size: int, mix: str = "mixed_zh", seed: int = 42,
                pack_remainder: str = "wrap"):
-    from train.data.datamodule import MixtureDataModule
+    from clika.train.data.datamodule import MixtureDataModule
 
     dm = MixtureDataModule(data_config(block_size, batch_size, mix, pack_remainder), tokenizer, seed=seed)
     dm.setup("fit")
@@ -66,7 +65,7 @@ def datamodule(tokenizer, block_size: int, batch_size: int, mix: str = "mixed_zh
 
 
 def packing(block_size: int = 128, mix: str = "all_pt", remainder: str = "wrap") -> dict:
-    from clika.models import load_tokenizer
+    from clika.models.load import load_tokenizer
 
     tok = load_tokenizer(model_spec("tiny"))
     dm = datamodule(tok, block_size, 8, mix, pack_remainder=remainder)
@@ -103,8 +102,8 @@ def measure_plain(model_name: str, method: str, steps: int, warmup: int, batch_s
     """A plain loop: model(**batch).loss, backward, clip 1.0, AdamW step, zero_grad."""
     import torch
 
-    from clika.models import load_model
-    from train.module import apply_method
+    from clika.models.load import load_model
+    from clika.train.module import apply_method
 
     torch.manual_seed(42)
     base, tok = load_model(model_spec(model_name, dtype), device=device)
@@ -148,7 +147,7 @@ def measure_lightning(model_name: str, method: str, steps: int, warmup: int, bat
     import lightning.pytorch as pl
     import torch
 
-    from train.module import CausalLMModule
+    from clika.train.module import CausalLMModule
 
     class Clock(pl.Callback):
         def __init__(self):

@@ -1,6 +1,6 @@
 """CLiKA: cross-lingual knowledge alignment benchmark library (no Lightning, no Hydra)."""
 
-from clika.errors import ClikaError
-from clika.languages import LANGS
+from clika.util.errors import ClikaError
+from clika.util.languages import LANGS
 
 __all__ = ["ClikaError", "LANGS"]

@@ -9,7 +9,7 @@
 # The #SBATCH lines are defaults; sbatch's command-line options override them. trainer.devices and
 # trainer.num_nodes are taken from the allocation (SLURM_NTASKS_PER_NODE, SLURM_JOB_NUM_NODES), so they
 # always agree. All ranks share one run dir (by job id; kept across requeues) and resume=auto continues a
-# requeued job from its last checkpoint (SIGUSR1: checkpoint, then CLiKA requeues once; train/slurm_requeue.py).
+# requeued job from its last checkpoint (SIGUSR1: checkpoint, then CLiKA requeues once; clika/train/cluster/slurm_requeue.py).
 # Every attempt appends to the output file under an "== attempt N" header. CLIKA_DRY_RUN=1 prints the srun line.
 #SBATCH --job-name=clika
 #SBATCH --nodes=1

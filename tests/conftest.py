@@ -12,8 +12,8 @@ os.environ.setdefault("CLIKA_CACHE", str(ROOT / ".cache"))
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from clika.env import setup_env  # noqa: E402
-from clika.launch_env import register_resolvers  # noqa: E402
+from clika.app.env import setup_env  # noqa: E402
+from clika.app.launch import register_resolvers  # noqa: E402
 
 setup_env(offline=True)
 register_resolvers()  # ${clika_data:} etc., as train.py / eval.py register them
@@ -45,7 +45,7 @@ def _one_thread():
 @pytest.fixture(scope="session")
 def tiny():
     """(model, tokenizer) of the embedded tiny model, built once per session."""
-    from clika.models import ModelSpec, load_model
+    from clika.models.load import ModelSpec, load_model
 
     return load_model(ModelSpec())
 

@@ -15,15 +15,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Mapping
 
-from clika.atomic import atomic_dir
-from clika.env import cache_root
-from clika.errors import ClikaError
+from clika.util.atomic import atomic_dir
+from clika.app.env import cache_root
+from clika.util.errors import ClikaError
 from clika.fictional import layout, names, records, texts, world
 from clika.fictional.records import render_corpus, render_name_pairs, render_sft
 from clika.fictional.texts import DIRECTIONS
 from clika.fictional.world import make_world
-from clika.jsonl import write_json, write_jsonl
-from clika.languages import LANGS, NON_EN
+from clika.util.jsonl import write_json, write_jsonl
+from clika.util.languages import LANGS, NON_EN
 
 # The world of the embedded fictional_* data and of the probes (conf/fictional/default.yaml mirrors these).
 WORLD_DEFAULTS = {"seed": 0, "continents": 8, "cities_per_continent": 10, "name_style": "word",

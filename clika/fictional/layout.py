@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from clika.atomic import atomic_file
-from clika.errors import ClikaError
+from clika.util.atomic import atomic_file
+from clika.util.errors import ClikaError
 from clika.fictional.records import _test_records, _train_records, _translate_records, check_directions
 from clika.fictional.texts import DIRECTIONS
 from clika.fictional.world import World
-from clika.jsonl import read_jsonl_numbered
-from clika.languages import NON_EN, check_lang
+from clika.util.jsonl import read_jsonl_numbered
+from clika.util.languages import NON_EN, check_lang
 
 
 def _write_jsonl(path: Path, records: Iterable[Mapping[str, str]]) -> Path:

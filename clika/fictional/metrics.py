@@ -7,9 +7,9 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from typing import Iterable, Mapping, Sequence
 
-from clika.errors import ClikaError
-from clika.languages import check_lang
-from clika.metrics import co, co_chance_adjusted
+from clika.util.errors import ClikaError
+from clika.util.languages import check_lang
+from clika.metrics.alignment import co, co_chance_adjusted
 
 
 @dataclass(frozen=True)

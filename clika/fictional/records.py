@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 from typing import Iterable
 
-from clika.errors import ClikaError
+from clika.util.errors import ClikaError
 from clika.fictional.texts import ANSWERS, DIRECTIONS, FACT, LANG_NAMES, NAME_PAIRS, QUESTIONS, TRANSLATE
 from clika.fictional.world import City, World
-from clika.languages import check_lang
+from clika.util.languages import check_lang
 
 
 def _tags(continent: str, city: str, type_: int) -> str:

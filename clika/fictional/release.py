@@ -6,10 +6,10 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from clika.errors import ClikaError
+from clika.util.errors import ClikaError
 from clika.fictional.layout import (FictionalItem, Record, _stem, fictional_root, load_fictional,
                                     load_fictional_train, load_translate)
-from clika.languages import NON_EN
+from clika.util.languages import NON_EN
 
 
 def _release_langs(root: Path) -> list[str]:

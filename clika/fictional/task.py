@@ -1,6 +1,6 @@
 """The fictional stream as an evaluation task (Conductivity level): test QA per language and Translate(X).
 
-`eval.py task=conductivity` and the training callback run this same task through `clika.task.run_tasks`, so a
+`eval.py task=conductivity` and the training callback run this same task through `clika.scoring.api.run_tasks`, so a
 number seen during training equals the number the evaluation task reports for the same checkpoint. Its
 settings are one schema, `conf/fictional` (root or generated world, lang, scorers, gate, limit, seed, ...).
 
@@ -10,15 +10,15 @@ continent names; Translate(X): "The English <name> is called in X" over X names)
 
 Two scorers, both reported, either one gating:
 - ``mc``: multiple-choice log-likelihood. The context is the question rendered exactly as the training
-  side renders an Alpaca record (``clika.templates.render_segments``, same template) followed by
+  side renders an Alpaca record (``clika.data.templates.render_segments``, same template) followed by
   the reference answer up to the continent name (e.g. "... ### Response:\\nAstralyn Sands is located in
   the continent of"); the options are the continent names of that language (" Mythosia", ...), scored
-  by `clika.scoring.ClozeScorer` (sum of log-probs / UTF-8 bytes). Translate(X) asks the training
+  by `clika.scoring.loglik.ClozeScorer` (sum of log-probs / UTF-8 bytes). Translate(X) asks the training
   prompt with the English name as input; options are the X names of the same kind (all continents,
   or the gold city and #continents-1 seeded other cities), so every question has #continents options
   and chance is 1/#continents everywhere.
-- ``generate``: greedy generation after the training prompt (`clika.generation.greedy`), correct when the
-  answer part of the output contains the gold name (the paper's rule, `clika.judges.by_name`). Greedy decoding
+- ``generate``: greedy generation after the training prompt (`clika.scoring.generate.greedy`), correct when the
+  answer part of the output contains the gold name (the paper's rule, `clika.scoring.judges.by_name`). Greedy decoding
   and the answer length are this project's choices: the release does not ship its fictional inference script.
 
 By default ``generate`` gates and gives XRR (the release's rule: the fictional README judges an answer by the
@@ -32,17 +32,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Hashable, Iterable, Mapping, Sequence
 
-from clika.errors import ClikaError
+from clika.util.errors import ClikaError
 from clika.fictional.generated import generated_root
 from clika.fictional.layout import FictionalItem, Record, fictional_root, load_fictional, load_translate
 from clika.fictional.metrics import lang_table, scores_by_lang, summary
 from clika.fictional.records import fact_cloze, name_cloze
 from clika.fictional.release import check_release, validate_release
-from clika.judges import answer_part
-from clika.languages import LANGS, check_lang
-from clika.scoring import ClozeScorer, GenerateScorer, Request, Result
-from clika.task import RequestSet
-from clika.templates import render_segments
+from clika.scoring.judges import answer_part
+from clika.util.languages import LANGS, check_lang
+from clika.scoring.loglik import ClozeScorer, GenerateScorer, Request, Result
+from clika.scoring.api import RequestSet
+from clika.data.templates import render_segments
 
 SCORERS = ("mc", "generate")
 

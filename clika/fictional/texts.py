@@ -3,7 +3,7 @@ files use (as in the official release)."""
 
 from __future__ import annotations
 
-from clika.languages import LANGS
+from clika.util.languages import LANGS
 
 QUESTIONS: dict[str, list[str]] = {
     "en": ["Which continent is {city} located in?",

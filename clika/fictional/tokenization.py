@@ -6,7 +6,7 @@ from typing import Sequence
 
 from clika.fictional.layout import fictional_root, load_fictional
 from clika.fictional.world import City, Continent, World
-from clika.languages import check_lang
+from clika.util.languages import check_lang
 
 
 def name_tokenization_report(world: World, tokenizer, lang: str) -> dict:

@@ -6,10 +6,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from clika.errors import ClikaError
+from clika.util.errors import ClikaError
 from clika.fictional.names import (CODAS, CONTINENT_ONSETS, ENDING, NAME_STYLES, ONSETS, VOWELS, Name,
                                    NameRenderer, normalize)
-from clika.languages import LANGS
+from clika.util.languages import LANGS
 
 
 @dataclass(frozen=True)

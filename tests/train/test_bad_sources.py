@@ -9,15 +9,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from clika.errors import ClikaError
-from clika.models import ModelSpec, load_tokenizer, resolve_model_dir
-from train.data.sources import SourceSpec, load_records
+from clika.util.errors import ClikaError
+from clika.models.load import ModelSpec, load_tokenizer, resolve_model_dir
+from clika.train.data.sources import SourceSpec, load_records
 
 SMALL = ["data.block_size=32", "export.enabled=false", "trainer.limit_val_batches=0", "trainer.max_steps=1"]
 
 
 def _one_line_exit_2(cfg, capsys) -> str:
-    from train.run import main
+    from clika.train.run import main
 
     with pytest.raises(SystemExit) as err:
         main(cfg)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from train.run import train
+from clika.train.run import train
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ["clika.datasets=[x_copa,x_geo]", "callbacks.clika.langs=[en,zh]", "callbacks.clika.limit=6",

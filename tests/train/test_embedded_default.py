@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import train.base as base
-from train.run import train
+import clika.train.base as base
+from clika.train.run import train
 
 CHANCE = 1 / 8  # 8 continents
 
@@ -47,8 +47,8 @@ def test_a_base_checkpoint_is_built_once_and_keyed_by_its_settings(train_cfg, tm
     compose = base.base_config
     monkeypatch.setattr(base, "base_config", lambda name, parent, out: _with_steps(compose(name, parent, out), 2))
     built = []
-    real_train = __import__("train.run", fromlist=["train"]).train
-    monkeypatch.setattr("train.run.train", lambda cfg: built.append(cfg.task_name) or real_train(cfg))
+    real_train = __import__("clika.train.run", fromlist=["train"]).train
+    monkeypatch.setattr("clika.train.run.train", lambda cfg: built.append(cfg.task_name) or real_train(cfg))
     parent = train_cfg("experiment=continued_pretrain_zh")
     first = base.resolve_base("experiment:pretrain_en", parent)
     assert built == ["pretrain_en"] and Path(first, "config.json").is_file() and Path(first, "tokenizer.json").is_file()
@@ -67,7 +67,7 @@ def _with_steps(cfg, n):
 
 
 def test_unknown_base_experiment_is_a_clear_error(train_cfg):
-    from clika.errors import ClikaError
+    from clika.util.errors import ClikaError
 
     with pytest.raises(ClikaError, match="init_from: no experiment 'nope'"):
         base.resolve_base("experiment:nope", train_cfg())

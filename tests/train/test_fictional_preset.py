@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from train.sweep import optimized_value
-from train.run import train
+from clika.train.sweep import optimized_value
+from clika.train.run import train
 
 
 @pytest.mark.slow

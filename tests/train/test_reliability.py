@@ -1,7 +1,7 @@
 """Faults on purpose: SIGKILL + resume=auto, SIGTERM / SIGUSR1, corrupt checkpoints, NaN loss, W&B without a server.
 
-The reliability pieces live in train/nan_guard.py, train/preemption.py, train/checkpointing.py and
-train/loggers.py; runs get them through callback / logger overrides
+The reliability pieces live in clika/train/callbacks/nan_guard.py, clika/train/callbacks/preemption.py, clika/train/checkpointing.py and
+clika/train/loggers.py; runs get them through callback / logger overrides
 (`+callbacks.<name>._target_=train.<module>.<Class>`), exactly as a config would add them.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clika.errors import ClikaError
+from clika.util.errors import ClikaError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -198,7 +198,7 @@ def test_sigterm_saves_a_checkpoint_before_exit_and_resume_continues(drill, tmp_
     assert last.exists()
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
     assert 0 < ckpt["global_step"] < 40
-    from train.checkpointing import find_resumable_checkpoint
+    from clika.train.checkpointing import find_resumable_checkpoint
 
     assert find_resumable_checkpoint(run) == str(last.resolve())
     again = subprocess.run(_train_cmd(run, "trainer.max_steps=" + str(ckpt["global_step"] + 2), "logger=csv", *SMALL,
@@ -209,7 +209,7 @@ def test_sigterm_saves_a_checkpoint_before_exit_and_resume_continues(drill, tmp_
 
 
 def test_sigusr1_in_process_checkpoints_and_exits(train_cfg, drill, tmp_path):
-    from train.run import train
+    from clika.train.run import train
 
     cfg = train_cfg(*SMALL, "trainer.max_steps=8", "callbacks.model_checkpoint.every_n_train_steps=1000",
                                         "++callbacks.sig._target_=clika_drill.SelfSignal", "++callbacks.sig.step=3")
@@ -223,9 +223,9 @@ def test_sigusr1_in_process_checkpoints_and_exits(train_cfg, drill, tmp_path):
 
 
 def test_truncated_last_checkpoint_falls_back_to_previous_with_warning(train_cfg, tmp_path):
-    from train.checkpointing import find_resumable_checkpoint
-    from train.recovery import ReliabilityWarning
-    from train.run import train
+    from clika.train.checkpointing import find_resumable_checkpoint
+    from clika.train.cluster.recovery import ReliabilityWarning
+    from clika.train.run import train
 
     common = [*SMALL, *CKPT_EVERY_2_KEEP_2]
     out = train(train_cfg(*common, "trainer.max_steps=6"))
@@ -252,7 +252,7 @@ def test_truncated_last_checkpoint_falls_back_to_previous_with_warning(train_cfg
 
 
 def test_checkpoint_missing_keys_is_rejected(tmp_path):
-    from train.checkpointing import checkpoint_problem
+    from clika.train.checkpointing import checkpoint_problem
 
     torch.save({"state_dict": {}}, tmp_path / "a.ckpt")
     assert "lacks" in checkpoint_problem(tmp_path / "a.ckpt")
@@ -261,7 +261,7 @@ def test_checkpoint_missing_keys_is_rejected(tmp_path):
 
 
 def test_atomic_checkpoint_io_never_leaves_a_half_written_file(tmp_path, monkeypatch):
-    from train.checkpointing import AtomicCheckpointIO
+    from clika.train.checkpointing import AtomicCheckpointIO
 
     io = AtomicCheckpointIO()
     target = tmp_path / "last.ckpt"
@@ -287,8 +287,8 @@ def test_atomic_checkpoint_io_never_leaves_a_half_written_file(tmp_path, monkeyp
 
 
 def test_atomic_checkpoints_callback_is_used_by_the_trainer(train_cfg, monkeypatch):
-    from train import checkpointing
-    from train.run import train
+    from clika.train import checkpointing
+    from clika.train.run import train
 
     calls = []
     orig = checkpointing.AtomicCheckpointIO.save_checkpoint
@@ -300,9 +300,9 @@ def test_atomic_checkpoints_callback_is_used_by_the_trainer(train_cfg, monkeypat
 
 
 def test_nan_loss_stops_with_step_and_source_named(train_cfg, drill, capsys):
-    from train.run import main
+    from clika.train.run import main
 
-    cfg = train_cfg(*SMALL, "trainer.max_steps=6", "++callbacks.nan_guard._target_=train.nan_guard.NanGuard",
+    cfg = train_cfg(*SMALL, "trainer.max_steps=6", "++callbacks.nan_guard._target_=clika.train.callbacks.nan_guard.NanGuard",
                     "++callbacks.poison._target_=clika_drill.PoisonLoss", "++callbacks.poison.steps=[3]")
     with pytest.raises(SystemExit) as err:
         main(cfg)
@@ -317,9 +317,9 @@ def test_nan_loss_stops_with_step_and_source_named(train_cfg, drill, capsys):
 
 
 def test_nan_loss_skip_mode_drops_the_update_then_stops_when_over_budget(train_cfg, drill, tmp_path):
-    from train.run import train
+    from clika.train.run import train
 
-    common = [*SMALL, "trainer.max_steps=6", "++callbacks.nan_guard._target_=train.nan_guard.NanGuard",
+    common = [*SMALL, "trainer.max_steps=6", "++callbacks.nan_guard._target_=clika.train.callbacks.nan_guard.NanGuard",
               "++callbacks.nan_guard.mode=skip", "++callbacks.nan_guard.max_skips=1",
               "++callbacks.poison._target_=clika_drill.PoisonLoss"]
     with pytest.warns(Warning, match="global step 3.*update skipped"):
@@ -334,7 +334,7 @@ def test_nan_loss_skip_mode_drops_the_update_then_stops_when_over_budget(train_c
 
 
 def test_nan_guard_rejects_unknown_mode():
-    from train.nan_guard import NanGuard
+    from clika.train.callbacks.nan_guard import NanGuard
 
     with pytest.raises(ClikaError, match="nan_guard.mode"):
         NanGuard(mode="ignore")
@@ -346,7 +346,7 @@ def test_wandb_online_without_a_server_continues_offline_in_bounded_time(drill, 
                WANDB_API_KEY="fake" + "0" * 36, WANDB_SILENT="true")
     start = time.time()
     proc = subprocess.run(_train_cmd(run, "trainer.max_steps=2", *SMALL, "logger=wandb",
-                                     "logger.wandb._target_=train.loggers.ResilientWandbLogger",
+                                     "logger.wandb._target_=clika.train.loggers.ResilientWandbLogger",
                                      "++logger.wandb.init_timeout=5"),
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     wall = time.time() - start
@@ -362,7 +362,7 @@ def test_csv_logger_header_rewrite_is_atomic(tmp_path, monkeypatch):
     """A new metric name makes Lightning rewrite metrics.csv; a failure during the rewrite keeps the old file."""
     import csv as csv_mod
 
-    from train.loggers import AtomicCSVLogger
+    from clika.train.loggers import AtomicCSVLogger
 
     logger = AtomicCSVLogger(save_dir=str(tmp_path), name="csv")
     logger.log_metrics({"train/loss": 1.0}, step=0)

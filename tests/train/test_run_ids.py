@@ -2,7 +2,7 @@
 
 import os
 
-from train.loggers import WANDB_ID_FILE, wandb_run_id
+from clika.train.loggers import WANDB_ID_FILE, wandb_run_id
 
 
 def test_rank_zero_writes_the_id_the_other_ranks_read(tmp_path, monkeypatch):

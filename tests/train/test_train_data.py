@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from clika.errors import ClikaError
-from clika.models import ModelSpec, load_tokenizer
-from train.data.datamodule import MixtureDataModule, ShardedEpochSampler
-from train.data.mixture import mixture_probs
-from train.data.prepare import prepare_source
-from train.data.processing import IGNORE, encode_sft, pack_pt
-from train.data.sources import SourceSpec
-from train.run import train, validate
+from clika.util.errors import ClikaError
+from clika.models.load import ModelSpec, load_tokenizer
+from clika.train.data.datamodule import MixtureDataModule, ShardedEpochSampler
+from clika.train.data.mixture import mixture_probs
+from clika.train.data.prepare import prepare_source
+from clika.train.data.processing import IGNORE, encode_sft, pack_pt
+from clika.train.data.sources import SourceSpec
+from clika.train.run import train, validate
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_a_source_written_in_several_languages_is_named_by_all_of_them(tok, tmp_
     assert dm.summary["realised_share"] == {"en+de": 1.0} and dm.val_langs == ["en+de"]
     from types import SimpleNamespace
 
-    from train.clika_callback import ClikaEvalCallback
+    from clika.train.callbacks.clika_eval import ClikaEvalCallback
     assert ClikaEvalCallback._trained_langs(SimpleNamespace(datamodule=dm)) == ["de", "en"]
     plain = SourceSpec(name="train", **src)
     assert plain.share_label == "de" and SourceSpec(name="train", **src, written_in=["en", "de"]).fingerprint() == \

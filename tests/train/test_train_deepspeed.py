@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from clika.models import ModelSpec, load_model
-from train.run import train
+from clika.models.load import ModelSpec, load_model
+from clika.train.run import train
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["trainer.max_steps=3", "trainer.limit_val_batches=1", "trainer.val_check_interval=3"]

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from clika.models import ModelSpec, load_model
-from train.run import train
+from clika.models.load import ModelSpec, load_model
+from clika.train.run import train
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 QUICK = ["trainer.max_steps=2", "trainer.val_check_interval=2", "export.enabled=false",
          "fictional.limit=4", "callbacks.clika.limit=2",  # the alignment probe and suite stay on, on small subsets
-         "init_from=null"]  # presets starting from a cached base (train/base.py, tested there) start from tiny
+         "init_from=null"]  # presets starting from a cached base (clika/train/base.py, tested there) start from tiny
 
 
 def test_all_paper_presets_exist():
@@ -109,8 +109,8 @@ def test_wandb_offline_in_run_dir_and_init_from_export(train_cfg, tmp_path):
 
 
 def test_lora_targets_per_architecture_and_schedule_shape():
-    from train.module import lora_targets
-    from train.optim import cosine_with_warmup
+    from clika.train.module import lora_targets
+    from clika.train.optim import cosine_with_warmup
 
     assert lora_targets("llama", "auto") == ["q_proj", "v_proj"]
     assert lora_targets("bloom", "auto") == ["query_key_value"]

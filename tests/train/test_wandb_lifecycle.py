@@ -19,7 +19,7 @@ SCRIPT = """
 import os, signal, sys, time, types
 import psutil
 from lightning.pytorch.loggers import WandbLogger
-from train.wandb_lifecycle import end_attempt
+from clika.train.cluster.wandb_lifecycle import end_attempt
 
 def requeue_sigterm():  # SLURM signals every process of the job (its cgroup, not a process group: the W&B
     # service runs in a session of its own); the trainer has set SIGTERM aside

@@ -1,0 +1,1 @@
+"""The application: the only room that knows Hydra (environment, launch, run dir, help, checks, entry points)."""

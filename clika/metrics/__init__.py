@@ -1,0 +1,1 @@
+"""Metrics as pure functions: alignment (RA, en-CO, bootstrap), circular evaluation, position bias, PriDe."""

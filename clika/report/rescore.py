@@ -1,0 +1,88 @@
+"""Rescore published model outputs with the paper's first-character rule.
+
+Accepts both layouts: `<results>/<model>/<dataset>/<dir>.jsonl` (this release) and the official
+repository's `<results>/<dataset>/<dir>/<model>_res*.jsonl`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from clika.util.errors import ClikaError
+from clika.util.jsonl import read_jsonl
+from clika.util.languages import LANGS, lang_from_dir
+from clika.metrics.alignment import co, relative_accuracy
+from clika.scoring.judges import first_char_correct
+
+DATASETS = ("x_copa", "x_csqa", "x_geo", "x_name")
+N_OPTIONS = {"x_copa": 2, "x_csqa": 5, "x_geo": 4, "x_name": 4}
+PAPER_REF = {"x_csqa": 0.746, "x_copa": 0.964, "x_name": 0.922, "x_geo": 0.970}
+
+
+def find_outputs(results_dir: str | Path) -> dict[str, dict[str, dict[str, Path]]]:
+    """{model: {dataset: {lang: file}}} for either layout."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise ClikaError(f"results_dir '{root}' does not exist", fix="point results_dir at the published outputs")
+    found: dict[str, dict[str, dict[str, Path]]] = {}
+    for ds in DATASETS:  # official repo layout: <dataset>/<dir>/<model>_res*.jsonl
+        for lang_dir in sorted((root / ds).glob("*")) if (root / ds).is_dir() else []:
+            lang = lang_from_dir(lang_dir.name)
+            for f in sorted(lang_dir.glob("*_res*.jsonl")) if lang else []:
+                model = re.sub(r"_res[^/]*$", "", f.stem)
+                found.setdefault(model, {}).setdefault(ds, {})[lang] = f
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in DATASETS):
+        for ds in DATASETS:
+            for f in sorted((model_dir / ds).glob("*.jsonl")) if (model_dir / ds).is_dir() else []:
+                lang = lang_from_dir(f.stem)
+                if lang:
+                    found.setdefault(model_dir.name, {}).setdefault(ds, {})[lang] = f
+    if not found:
+        raise ClikaError(f"no published outputs under '{root}'",
+                         fix="expected <model>/<dataset>/<lang>.jsonl or <dataset>/<lang>/<model>_res.jsonl")
+    return found
+
+
+def correctness(path: Path) -> list[bool]:
+    rows = read_jsonl(path)
+    out = []
+    for i, row in enumerate(rows, start=1):
+        if "res" not in row or "label" not in row:
+            raise ClikaError(f"{path}:{i}: missing 'res' or 'label'", fix="records must be {uuid, res, label}")
+        out.append(first_char_correct(row["res"], row["label"]))
+    return out
+
+
+def rescore(results_dir: str | Path, ref: dict[str, float] | None = None) -> dict:
+    """{model: {dataset: {lang: {acc, ra, en_co, n}}}}, acc and ra as fractions."""
+    ref = {**PAPER_REF, **(ref or {})}
+    report: dict = {}
+    for model, datasets in sorted(find_outputs(results_dir).items()):
+        for ds, files in datasets.items():
+            correct = {lang: correctness(files[lang]) for lang in LANGS if lang in files}
+            en = correct.get("en")
+            for lang, c in correct.items():
+                acc = sum(c) / len(c) if c else 0.0
+                entry = {"acc": acc, "ra": relative_accuracy(acc, N_OPTIONS[ds], ref[ds]), "n": len(c)}
+                entry["en_co"] = co(en, c) if en is not None and len(en) == len(c) else None
+                report.setdefault(model, {}).setdefault(ds, {})[lang] = entry
+    return report
+
+
+def markdown(report: dict) -> str:
+    """One table per dataset: model × language accuracy (%), then mean en-CO of the 9 languages."""
+    lines = []
+    for ds in DATASETS:
+        lines += [f"## {ds}", "", "| model | " + " | ".join(LANGS) + " | mean en-CO |",
+                  "|---|" + "---:|" * (len(LANGS) + 1)]
+        for model, per in report.items():
+            if ds not in per:
+                continue
+            row = per[ds]
+            accs = [f"{100 * row[l]['acc']:.1f}" if l in row else "–" for l in LANGS]
+            cos = [row[l]["en_co"] for l in LANGS[1:] if l in row and row[l]["en_co"] is not None]
+            mean = f"{100 * sum(cos) / len(cos):.1f}" if cos else "–"
+            lines.append(f"| {model} | " + " | ".join(accs) + f" | {mean} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Training callbacks: checkpoints, the CLiKA evaluation, the NaN guard, preemption."""

@@ -1,0 +1,162 @@
+"""One LightningModule around a Hugging Face causal LM, fine-tuned in full or through a LoRA adapter."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Callable
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn as nn
+
+from clika.util.errors import ClikaError
+from clika.models.load import ModelSpec, load_model
+
+# LoRA targets per architecture (config.model_type); anything else gets "all-linear".
+LORA_TARGETS = {
+    "llama": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"],
+    "gemma": ["q_proj", "v_proj"], "gemma2": ["q_proj", "v_proj"], "gemma3_text": ["q_proj", "v_proj"],
+    "gemma3": ["q_proj", "v_proj"], "bloom": ["query_key_value"], "falcon": ["query_key_value"],
+    "baichuan": ["W_pack"], "gpt2": ["c_attn"], "gpt_neox": ["query_key_value"],
+}
+
+
+def lora_targets(model_type: str, target_modules: Any) -> Any:
+    """`auto` -> the architecture default; `all-linear` and explicit lists pass through."""
+    if target_modules in (None, "auto"):
+        return LORA_TARGETS.get(model_type, "all-linear")
+    return target_modules if isinstance(target_modules, str) else list(target_modules)
+
+
+def check_lora_targets(model, target_modules: Any, key: str = "method.target_modules") -> None:
+    """Every LoRA target must name modules of the model (peft's rule: the full name or its last parts)."""
+    if target_modules in (None, "auto", "all-linear"):
+        return
+    targets = [target_modules] if isinstance(target_modules, str) else list(target_modules)
+    names = [n for n, _ in model.named_modules() if n]
+    absent = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if absent:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+        raise ClikaError(f"{key}: {absent} not found in model '{getattr(model.config, 'model_type', '?')}'",
+                         fix=f"use module names of this model, e.g. {linear[:8]}, or {key}=auto / all-linear")
+
+
+def check_context(model, block_size: int) -> None:
+    """data.block_size must fit the model's context (max_position_embeddings)."""
+    max_pos = getattr(model.config, "max_position_embeddings", None)
+    if max_pos and block_size > max_pos:
+        raise ClikaError(f"data.block_size: {block_size} exceeds the model's context ({max_pos})",
+                         fix=f"set data.block_size<={max_pos}")
+
+
+def apply_method(model, method: dict[str, Any]):
+    """Wrap the model for the fine-tuning method: `full` trains all weights, `lora` only the adapter."""
+    name = method["name"]
+    if name == "full":
+        return model
+    if name != "lora":
+        raise ClikaError(f"method.name: unknown '{name}'", fix="use method=lora or method=full")
+    # deferred: peft costs 0.4 s of `python -X importtime` (after torch + transformers) in every process of a
+    # full fine-tuning run, the default, which never uses it
+    from peft import LoraConfig, get_peft_model
+
+    check_lora_targets(model, lora_targets(model.config.model_type, method.get("target_modules")))
+    config = LoraConfig(r=method["r"], lora_alpha=method["alpha"], lora_dropout=method["dropout"],
+                        target_modules=lora_targets(model.config.model_type, method.get("target_modules")),
+                        bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def _rng_state() -> dict[str, Any]:
+    """RNG state as tensors and plain types, so checkpoints still load with torch's weights_only=True."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos,
+                                                      has_gauss, gauss],
+            "python": [version, torch.tensor(py_state, dtype=torch.int64), py_gauss]}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, py_state, py_gauss = state["python"]
+    random.setstate((version, tuple(int(x) for x in py_state.tolist()), py_gauss))
+
+
+class CausalLMModule(pl.LightningModule):
+    """Next-token loss on packed pt blocks or masked sft examples; logs tokens seen and loss per language."""
+
+    def __init__(self, model_spec: ModelSpec, method: dict[str, Any], optimizer: Callable,
+                 scheduler: Callable | None = None, val_langs: list[str] | None = None):
+        super().__init__()
+        base, self.tokenizer = load_model(model_spec)
+        self.model = apply_method(base, method)
+        self.model.train()  # transformers 5 loads in eval mode
+        self.method = method["name"]
+        self.optimizer_fn, self.scheduler_fn = optimizer, scheduler
+        self.val_langs = list(val_langs or [])
+        self.tokens_seen = 0
+        self._rng_to_restore: dict | None = None
+        # LoRA checkpoints hold only the adapter: frozen base weights are absent when restoring
+        self.strict_loading = self.method != "lora"
+
+    def forward(self, **batch):
+        return self.model(**batch)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.model(**batch).loss
+        self.tokens_seen += int(batch["attention_mask"].sum()) * self.trainer.world_size
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        self.log("train/tokens", float(self.tokens_seen), on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0):
+        loss = self.model(**batch).loss
+        lang = self.val_langs[dataloader_idx] if dataloader_idx < len(self.val_langs) else str(dataloader_idx)
+        self.log(f"val/loss_{lang}", loss, add_dataloader_idx=False, sync_dist=True,
+                 batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for n, p in self.model.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or "norm" in n.lower() else decay).append(p)
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = self.optimizer_fn([g for g in groups if g["params"]])  # ZeRO drops empty groups
+        if self.scheduler_fn is None:
+            return optimizer
+        scheduler = self.scheduler_fn(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- checkpoints: adapter-only for LoRA, RNG state so a resumed run repeats the same curve ----
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.method == "lora" and "state_dict" in checkpoint:
+            trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["tokens_seen"] = self.tokens_seen
+        checkpoint["rng"] = _rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.tokens_seen = checkpoint.get("tokens_seen", 0)
+        self._rng_to_restore = checkpoint.get("rng")
+
+    def on_train_start(self) -> None:
+        self._clock = (time.perf_counter(), self.tokens_seen)
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # restored here, after the loader's iterator (which draws a seed) has fetched the first batch
+        if self._rng_to_restore:
+            _set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
+
+    def on_train_end(self) -> None:
+        start, tokens = getattr(self, "_clock", (time.perf_counter(), self.tokens_seen))
+        self._throughput = (self.tokens_seen - tokens) / max(1e-9, time.perf_counter() - start)
+
+    def throughput(self) -> float | None:
+        """Tokens per second (all ranks) over this fit, first batch to last."""
+        return getattr(self, "_throughput", None)

@@ -1,0 +1,1 @@
+"""Small pieces every room uses: the error type, the ten languages, atomic writes, strict JSON Lines, paths."""
