@@ -38,6 +38,7 @@ class ModelSpec:
     max_length: int | None = None  # override of the model's context length
     protocol: dict[str, Any] = field(default_factory=dict)  # the release's inference protocol (clika.protocol)
     allow_unpinned_remote_code: bool = False  # run trust_remote_code without a pinned revision (not recommended)
+    gradient_checkpointing: bool = False  # training only: recompute activations in backward (clika.train.module)
 
     def check_remote_code(self) -> None:
         """trust_remote_code runs the hub repository's Python: only at a reviewed, pinned commit."""
@@ -161,7 +162,9 @@ def load_model(spec: ModelSpec, device: str = "cpu"):
         if not isinstance(e, OSError):
             raise
         raise ClikaError(f"model '{spec.name}': cannot load '{path}' ({str(e).splitlines()[0]})",
-                         fix="check model.name_or_path; hub downloads need network (HF_HUB_OFFLINE unset)") from e
+                         fix="check model.name_or_path (and model.revision); a hub id loads offline from your hub "
+                             "cache (HF_HUB_CACHE, default ~/.cache/huggingface/hub) once downloaded, and downloads "
+                             "need network (HF_HUB_OFFLINE unset)") from e
     tokenizer = load_tokenizer(spec, path)
     if spec.adapter:
         from peft import PeftModel  # deferred: 4 s of import, only for adapters
@@ -187,9 +190,17 @@ def weights_digest(*folders: str | Path | None) -> str | None:
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode() + b"\0")
-        with f.open("rb") as fh:
-            h.update(hashlib.file_digest(fh, "sha256").digest())
+        h.update(_file_sha256(f))
     return h.hexdigest()
+
+
+def _file_sha256(path: Path, chunk: int = 1 << 20) -> bytes:
+    """sha256 of a file read in 1 MiB chunks (hashlib.file_digest is Python 3.11+; the project supports 3.10)."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.digest()
 
 
 TRAINING_RECORD = "clika_training.json"  # written by train.py's export beside the weights: {"data.template": ...}

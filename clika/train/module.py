@@ -69,6 +69,19 @@ def apply_method(model, method: dict[str, Any]):
     return get_peft_model(model, config)
 
 
+def enable_gradient_checkpointing(model, lora: bool) -> None:
+    """Recompute each layer's activations in backward instead of keeping them (transformers' own switch,
+    non-reentrant so it composes with LoRA and DeepSpeed); the KV cache is off while training. Under LoRA the
+    frozen embeddings' outputs must require grad, or no gradient would reach the adapters (peft's rule)."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x names it so
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+    if lora:
+        model.enable_input_require_grads()
+
+
 def _rng_state() -> dict[str, Any]:
     """RNG state as tensors and plain types, so checkpoints still load with torch's weights_only=True."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -93,6 +106,8 @@ class CausalLMModule(pl.LightningModule):
                  scheduler: Callable | None = None, val_langs: list[str] | None = None):
         super().__init__()
         base, self.tokenizer = load_model(model_spec)
+        if model_spec.gradient_checkpointing:
+            enable_gradient_checkpointing(base, lora=method["name"] == "lora")
         self.model = apply_method(base, method)
         self.model.train()  # transformers 5 loads in eval mode
         self.method = method["name"]

@@ -32,6 +32,7 @@ def check_train_config(cfg: Any) -> None:
         need(0 <= float(m.dropout) < 1, "method.dropout", "must be in [0, 1)", "e.g. method.dropout=0.1")
     need(float(m.lr) > 0, "method.lr", "learning rate must be > 0", "e.g. method.lr=2e-4")
     check_preset(cfg)
+    check_master_weights(cfg)
     d = cfg.data
     need(int(d.block_size) > 1, "data.block_size", "must be > 1", "e.g. data.block_size=128")
     need(int(d.batch_size) > 0, "data.batch_size", "must be > 0", "e.g. data.batch_size=8")
@@ -54,6 +55,19 @@ def check_train_config(cfg: Any) -> None:
              "use resume=auto (last checkpoint of the run dir), a checkpoint path, or null")
     if cfg.task == "export":
         need(cfg.resume is not None, "resume", "task=export needs a checkpoint", "pass resume=<ckpt or run dir>")
+
+
+def check_master_weights(cfg: Any) -> None:
+    """Full fine-tuning of 16-bit weights: AdamW would step on the bf16/fp16 weights themselves (updates below their
+    precision are lost). Only DeepSpeed keeps fp32 master weights for them; elsewhere the weights must be fp32
+    (trainer.precision=bf16-mixed still computes in bf16)."""
+    dtype = str(cfg.model.get("dtype") or "float32")
+    deepspeed = str(get(cfg, "strategy.name", "auto")).startswith("deepspeed")
+    if cfg.method.name == "full" and dtype in ("bfloat16", "float16", "half") and not deepspeed:
+        fail("model.dtype", f"{dtype} weights with method=full and strategy={get(cfg, 'strategy.name', 'auto')} "
+             "leave AdamW no fp32 master copy (small updates are lost)",
+             "set model.dtype=float32 (with trainer.precision=bf16-mixed to compute in bf16), or "
+             "strategy=deepspeed_zero2 / deepspeed_zero3 (fp32 master weights), or method=lora")
 
 
 def check_streamed_data(cfg: Any) -> None:
