@@ -5,6 +5,9 @@
   en-CO is CO(en, l). Both sets empty → 0.0 (no knowledge shared). The chance-adjusted variant
   compares with two independent guessers of the same accuracies p, q, whose expected CO is
   pq / (p + q - pq):  (CO - E) / (1 - E)  (kappa-style; 0 = chance agreement, 1 = identical sets).
+- Intervals: percentile bootstrap over items, vectorised with numpy (`bootstrap_indices` draws every resample
+  at once from `numpy.random.default_rng(seed)`); `paired_bootstrap_ci` resamples two systems' answers to the
+  same items together, for the interval of a delta.
 
 Circular evaluation (clika.circular) and the answer-identity CO (clika.metrics.bias) reuse these functions on the
 correctness under every rotation; `aggregate` also summarises their keys when present.
@@ -13,9 +16,9 @@ correctness under every rotation; `aggregate` also summarises their keys when pr
 from __future__ import annotations
 
 import math
-import random
 from typing import Mapping, Sequence
 
+import numpy as np
 from clika.util.languages import LANGS
 
 
@@ -23,16 +26,48 @@ def accuracy(correct: Sequence[bool]) -> float:
     return sum(map(bool, correct)) / len(correct) if correct else 0.0
 
 
-def bootstrap_ci(correct: Sequence[bool], n: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the accuracy."""
-    if not correct or n <= 0:
-        return (float("nan"), float("nan"))
-    rng, k = random.Random(seed), len(correct)
-    vals = [int(bool(c)) for c in correct]
-    stats = sorted(sum(vals[rng.randrange(k)] for _ in range(k)) / k for _ in range(n))
+def bootstrap_indices(k: int, n: int = 1000, seed: int = 0) -> np.ndarray:
+    """(n, k) item indices of n bootstrap resamples of k items (with replacement); one seed, one draw: resampling
+    the same items of several languages or systems with the same (k, n, seed) pairs them."""
+    return np.random.default_rng(seed).integers(0, k, size=(n, k), dtype=np.int32 if k < 2**31 else np.int64)
+
+
+def bootstrap_weights(k: int, n: int = 1000, seed: int = 0) -> np.ndarray:
+    """(n, k) float counts: how often resample r of `bootstrap_indices(k, n, seed)` holds item i. Any sum over
+    resampled items is then one matrix product, `weights @ per_item_values`, for many columns at once."""
+    idx = bootstrap_indices(k, n, seed).astype(np.int64) + (np.arange(n, dtype=np.int64) * k)[:, None]
+    return np.bincount(idx.ravel(), minlength=n * k).reshape(n, k).astype(float)
+
+
+def percentile_interval(stats: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap statistics: the sorted values at floor((1-level)/2 (n-1)) and
+    ceil((1+level)/2 (n-1)) (no interpolation)."""
+    stats = np.sort(np.asarray(stats, dtype=float))
+    n = len(stats)
     lo = stats[int(math.floor((1 - level) / 2 * (n - 1)))]
     hi = stats[int(math.ceil((1 + level) / 2 * (n - 1)))]
-    return (lo, hi)
+    return (float(lo), float(hi))
+
+
+def bootstrap_ci(correct: Sequence[bool], n: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the accuracy (numpy; reproducible by seed)."""
+    if len(correct) == 0 or n <= 0:
+        return (float("nan"), float("nan"))
+    vals = np.asarray(correct, dtype=bool)
+    return percentile_interval(vals[bootstrap_indices(len(vals), n, seed)].mean(axis=1), level)
+
+
+def paired_bootstrap_ci(base: Sequence[bool], treated: Sequence[bool], n: int = 1000, seed: int = 0,
+                        level: float = 0.95) -> tuple[float, float, float]:
+    """(delta, lo, hi): accuracy(treated) - accuracy(base) over the same items, with the percentile interval of
+    the delta when both systems' answers to an item are resampled together (the paired bootstrap)."""
+    a, b = np.asarray(base, dtype=bool), np.asarray(treated, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"a paired bootstrap needs the same items: {len(a)} vs {len(b)}")
+    if len(a) == 0 or n <= 0:
+        return (float("nan"), float("nan"), float("nan"))
+    diff = b.astype(np.int8) - a.astype(np.int8)  # per item: +1 gained, -1 lost, 0 same verdict
+    return (float(diff.mean()), *percentile_interval(diff[bootstrap_indices(len(diff), n, seed)].mean(axis=1), level))
 
 
 def relative_accuracy(acc: float, n_options: int, ref: float) -> float:
@@ -115,5 +150,6 @@ def aggregate(per_dataset: Mapping[str, dict], streams: Mapping[str, Sequence[st
     return out
 
 
-__all__ = ["accuracy", "bootstrap_ci", "relative_accuracy", "co", "co_chance_adjusted", "co_matrix",
+__all__ = ["accuracy", "bootstrap_indices", "bootstrap_weights", "percentile_interval", "bootstrap_ci",
+           "paired_bootstrap_ci", "relative_accuracy", "co", "co_chance_adjusted", "co_matrix",
            "dataset_metrics", "aggregate", "LANGS"]
