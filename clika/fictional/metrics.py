@@ -62,8 +62,9 @@ def fictional_scores(preds: Iterable[Pred | Mapping], x: str | None = None, *,
     """Per-language accuracies, the gate and the conductivity ratios of one run.
 
     preds: Pred objects or mappings with lang, kind (or type) and correct. x defaults to the one
-    non-English language present. The gate needs accuracy >= threshold on Translate(X), EN type 0,
-    EN type 1 and X type 0; a gated run reports no ratio, only why.
+    non-English language present. The gate needs accuracy above threshold (strictly: the release's README says
+    accuracy must exceed 90%) on Translate(X), EN type 0, EN type 1 and X type 0; a gated run reports no ratio,
+    only why.
     """
     preds = [_as_pred(p) for p in preds]
     hits: dict[str, Counter] = defaultdict(Counter)
@@ -84,14 +85,14 @@ def fictional_scores(preds: Iterable[Pred | Mapping], x: str | None = None, *,
     get = lambda l, k: acc.get(l, {}).get(k)  # noqa: E731
     values = {"translate": get(x, "translate"), "en_type0": get("en", "0"),
               "en_type1": get("en", "1"), "x_type0": get(x, "0")}
-    gate = {k: v is not None and v >= threshold for k, v in values.items()}
+    gate = {k: v is not None and v > threshold for k, v in values.items()}  # must exceed, as the release says
     chance = 1.0 / n_continents
     reasons: dict[str, str] = {}
     xrr = x_ratio = corrected = None
     failed = [k for k in GATE_CHECKS if not gate[k]]
     if failed:
         why = "gated: " + ", ".join(
-            f"{k} missing" if values[k] is None else f"{k} {values[k]:.3f} < {threshold}" for k in failed)
+            f"{k} missing" if values[k] is None else f"{k} {values[k]:.3f} <= {threshold}" for k in failed)
         reasons = {"xrr": why, "x_ratio": why, "xrr_corrected": why}
     else:
         x1, en1, x0 = get(x, "1"), values["en_type1"], values["x_type0"]

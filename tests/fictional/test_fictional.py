@@ -285,13 +285,13 @@ def test_answer_correct_is_containment():
 
 
 def test_scores_pass_gate_and_ratios_by_hand():
-    s = fictional_scores(_preds("de", (10, 10), (10, 10), (9, 10), (19, 20), (3, 10)))
+    s = fictional_scores(_preds("de", (10, 10), (10, 10), (19, 20), (19, 20), (3, 10)))
     assert s.x == "de" and not s.gated and all(s.gate.values())
-    assert s.acc["en"] == {"0": 1.0, "1": 0.9} and s.acc["de"]["0"] == 0.95
+    assert s.acc["en"] == {"0": 1.0, "1": 0.95} and s.acc["de"]["0"] == 0.95
     assert s.chance == 0.05
-    assert s.xrr == pytest.approx(0.3 / 0.9)
+    assert s.xrr == pytest.approx(0.3 / 0.95)
     assert s.x_ratio == pytest.approx(0.3 / 0.95)
-    assert s.xrr_corrected == pytest.approx((0.3 - 0.05) / (0.9 - 0.05))
+    assert s.xrr_corrected == pytest.approx((0.3 - 0.05) / (0.95 - 0.05))
     assert s.reasons == {}
     below_chance = fictional_scores(_preds("de", (10, 10), (10, 10), (10, 10), (10, 10), (0, 10)))
     assert below_chance.xrr == 0.0 and below_chance.xrr_corrected == 0.0
@@ -301,7 +301,9 @@ def test_gated_run_reports_no_number():
     s = fictional_scores(_preds("zh", (10, 10), (10, 10), (8, 10), (10, 10), (5, 10)))
     assert s.gated and s.gate == {"translate": True, "en_type0": True, "en_type1": False, "x_type0": True}
     assert s.xrr is None and s.x_ratio is None and s.xrr_corrected is None
-    assert "en_type1 0.800 < 0.9" in s.reasons["xrr"]
+    assert "en_type1 0.800 <= 0.9" in s.reasons["xrr"]
+    at_threshold = fictional_scores(_preds("zh", (10, 10), (10, 10), (9, 10), (10, 10), (5, 10)))
+    assert at_threshold.gated and "en_type1 0.900 <= 0.9" in at_threshold.reasons["xrr"]  # must EXCEED 90%
     no_translate = [p for p in _preds("zh", (0, 0), (10, 10), (10, 10), (10, 10), (5, 10))]
     s = fictional_scores(no_translate, "zh")
     assert s.gated and s.gate["translate"] is False and "translate missing" in s.reasons["xrr"]
@@ -310,7 +312,7 @@ def test_gated_run_reports_no_number():
 
 
 def test_zero_denominator_is_none_not_nan():
-    s = fictional_scores(_preds("ru", (5, 10), (5, 10), (0, 10), (0, 10), (0, 10)), threshold=0.0)
+    s = fictional_scores(_preds("ru", (5, 10), (5, 10), (0, 10), (0, 10), (0, 10)), threshold=-1.0)  # gate off (strict >)
     assert not s.gated
     assert s.xrr is None and "zero denominator" in s.reasons["xrr"]
     assert s.x_ratio is None and s.xrr_corrected is None
