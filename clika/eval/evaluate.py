@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from clika.eval.distributed import start
+from clika.eval.provenance import provenance
 from clika.models.load import ModelSpec, describe, load_model
 from clika.report.results import headline, write_evaluation
 from clika.scoring.suite import Suite, load_suite_items, run_suite
@@ -24,10 +27,20 @@ def evaluate(cfg: DictConfig) -> dict:
     spec = ModelSpec(**OmegaConf.to_container(cfg.model, resolve=True))
     if suite.protocol == "paper":  # the release loaded weights in the family's dtype (model.protocol.dtype)
         spec.dtype = suite.spec.dtype
-    device = cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = load_model(spec, device=device)
-    metrics, results = run_suite(model, tokenizer, suite, items=items)
-    model_info = describe(spec)
-    paths = write_evaluation(cfg.paths.output_dir, metrics, results, model_info)
-    print(headline(metrics, model_info["label"]) + f"\nresults: {paths['results']}\nreport:  {paths['report']}")
-    return {"metrics": metrics, "paths": {k: str(v) for k, v in paths.items()}, "output_dir": str(Path(cfg.paths.output_dir))}
+    world = start(cfg.get("device"), cfg.get("threads"))  # one process, or this rank of a torchrun / srun launch
+    model, tokenizer = load_model(spec, device=world.device)
+    started = time.time()
+    metrics, results = run_suite(model, tokenizer, suite, rank=world.rank, world=world.world, gather=world.gather,
+                                 items=items, progress=world.is_zero)
+    wall = time.time() - started
+    out = {"metrics": metrics, "paths": {}, "output_dir": str(Path(cfg.paths.output_dir))}
+    if world.is_zero:  # every rank holds the gathered results; one writes them
+        model_info = {**describe(spec), "run": provenance(dtype=spec.dtype, device=world.device, world=world.world,
+                                                          wall_s=wall, started=started,
+                                                          items=sum(len(r) for r in results.values()))}
+        paths = write_evaluation(cfg.paths.output_dir, metrics, results, model_info)
+        print(headline(metrics, model_info["label"]) + f"\nresults: {paths['results']}\nreport:  {paths['report']}")
+        out["paths"] = {k: str(v) for k, v in paths.items()}
+    world.barrier()
+    world.close()
+    return out

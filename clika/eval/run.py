@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
+from clika.app.launch import is_rank_zero
 from clika.app.run_dir import save_run_config
 from clika.util.errors import ClikaError
 
 
 # The tasks of eval.py, for `--help` without importing them (torch); `run` dispatches on exactly these.
-COMMANDS = ("evaluate", "dump_prompts", "rescore", "curves", "get_data", "make_fictional", "conductivity")
+COMMANDS = ("evaluate", "dump_prompts", "rescore", "curves", "get_data", "make_fictional", "conductivity",
+            "findings")
 
 
 def tasks() -> dict:
@@ -27,5 +29,7 @@ def run(cfg: DictConfig):
     tasks_ = tasks()
     if cfg.task not in tasks_:
         raise ClikaError(f"unknown task '{cfg.task}'", fix=f"task= one of {sorted(tasks_)}")
-    save_run_config(cfg.paths.output_dir, OmegaConf.to_container(cfg, resolve=True), print_tree=cfg.get("print_config", True))
+    if is_rank_zero():  # under torchrun / srun every rank runs this; one writes the run dir's config
+        save_run_config(cfg.paths.output_dir, OmegaConf.to_container(cfg, resolve=True),
+                        print_tree=cfg.get("print_config", True))
     return tasks_[cfg.task](cfg)

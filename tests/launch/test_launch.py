@@ -14,6 +14,7 @@ from clika.util.errors import ClikaError
 from clika.app import launch as launch_env
 from clika.app.checks import run_train_checks
 from clika.train.sweep import optimized_value
+from conftest import check_config_error, cli
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -29,8 +30,8 @@ def _env(**extra) -> dict:
 
 
 def _train_py(*args: str, timeout: int = 120, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "train.py", *args], cwd=ROOT, env=_env(**env), capture_output=True, text=True,
-                          timeout=timeout)
+    return cli("train.py", *args, env={**{k: None for k in os.environ if k not in _env()}, **_env(**env)},
+               timeout=timeout)
 
 
 # ---------------------------------------------------------------- launcher profiles
@@ -64,14 +65,16 @@ def test_local_launcher_profiles_render():
 
 
 def test_launch_checks_stop_a_slurm_sweep_before_submission(tmp_path):
-    r = _train_py("-m", "hydra/launcher=slurm", "trainer.devices=2", "seed=1,2", f"hydra.sweep.dir={tmp_path}/s")
-    assert r.returncode == 2, (r.stdout[-1000:], r.stderr[-2000:])
-    assert "resume:" in r.stderr and "resume=auto" in r.stderr and "Traceback" not in r.stderr
+    stderr = check_config_error("train.py", ["-m", "hydra/launcher=slurm", "trainer.devices=2", "seed=1,2",
+                                             f"hydra.sweep.dir={tmp_path}/s"],
+                                env={k: None for k in os.environ if k not in _env()})
+    assert "resume:" in stderr and "resume=auto" in stderr and "Traceback" not in stderr, stderr[-2000:]
     assert not (tmp_path / "s" / ".submitit").exists()  # nothing was submitted
 
 
 # ---------------------------------------------------------------- launch scripts
-@pytest.mark.parametrize("script", ["sbatch_train.sh", "torchrun_multinode.sh", "wandb_sync.sh"])
+@pytest.mark.parametrize("script", ["sbatch_train.sh", "torchrun_multinode.sh", "wandb_sync.sh", "sbatch_eval.sh",
+                                    "torchrun_eval.sh"])
 def test_launch_scripts_parse(script):
     r = subprocess.run(["bash", "-n", str(ROOT / "launch" / script)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -91,6 +94,22 @@ def test_sbatch_template_renders_srun_line(tmp_path):
     assert argv[4:] == ["trainer.devices=8", "trainer.num_nodes=2",
                         f"hydra.run.dir={ROOT}/outputs/sbatch/clika-4242", "resume=auto",
                         "experiment=lr_sweep", "method.lr=1e-3"]
+
+
+def test_eval_launch_scripts_render_their_command(tmp_path):
+    env = _env(SLURM_JOB_ID="77", SLURM_JOB_NAME="clika-eval", CLIKA_DRY_RUN="1", CLIKA_ROOT=str(ROOT))
+    r = subprocess.run(["bash", str(ROOT / "launch" / "sbatch_eval.sh"), "model=llama2_7b"], env=env,
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    argv = shlex.split(r.stdout.strip())
+    assert argv[:2] == ["srun", "--kill-on-bad-exit=1"] and argv[3:] == [
+        "eval.py", f"output_dir={ROOT}/outputs/sbatch/clika-eval-77", "model=llama2_7b"]
+    r = subprocess.run(["bash", str(ROOT / "launch" / "torchrun_eval.sh"), "clika.limit=5"],
+                       env=_env(CLIKA_DRY_RUN="1", NPROC_PER_NODE="2", OUT="/o"), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    argv = shlex.split(r.stdout.strip())
+    assert argv[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "eval.py",
+                        "output_dir=/o", "clika.limit=5"]
 
 
 def test_torchrun_script_renders_rendezvous():
