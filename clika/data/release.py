@@ -1,8 +1,8 @@
 """The official CLiKA data release, fetched at a pinned commit and verified: `python eval.py task=get_data`.
 
 The release (RiverGao/CLiKA on GitHub) carries no licence file, so this project does not ship its data: it
-downloads the benchmark files the Basic, Factual and Fictional streams read (x_copa, x_csqa, x_geo, x_name test
-files and the fictional train/test files; not the published model outputs) from the pinned commit into
+downloads the benchmark files the Basic, Factual and Fictional streams read (each dataset's files in
+clika.data.registry; not the published model outputs) from the pinned commit into
 `<cache>/clika-data/<commit>`, checks each against the SHA-256, byte and line counts recorded in
 `clika/assets/release_manifest.json`, and only then renames the folder into place. `default_data_root()` (the
 `${clika_data:}` resolver of conf/paths) returns `CLIKA_DATA` when set, else that folder when complete.
@@ -23,18 +23,17 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from clika.data.registry import release_globs
 from clika.util.atomic import atomic_dir
-from clika.app.env import cache_root
+from clika.util.cache import cache_root
 from clika.util.errors import ClikaError
 
 REPO = "RiverGao/CLiKA"
 COMMIT = "51059fe908ae2508740732056d8db3eba6c0f751"  # the release's data commit (its files = the reference copy)
 BASE_URL = f"https://raw.githubusercontent.com/{REPO}/{COMMIT}/"
 MANIFEST = "assets/release_manifest.json"
-# The release files the streams read (relative to the repository root), as glob patterns.
-PATTERNS = ("x_copa/*/test.jsonl", "x_csqa/*/validation.jsonl", "x_geo/*/*_geo_data.jsonl",
-            "x_name/*/*_name_data_generate.jsonl", "fictional/train/*.json", "fictional/test/target/*.jsonl",
-            "fictional/test/Translate/*.jsonl")
+# The release files the streams read (relative to the repository root), as glob patterns: the registry's.
+PATTERNS = release_globs()
 COMPLETE = ".clika-release.json"  # written last: a folder without it is not a verified release
 
 

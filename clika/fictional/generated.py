@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Mapping
 
 from clika.util.atomic import atomic_dir
-from clika.app.env import cache_root
+from clika.util.cache import cache_root
 from clika.util.errors import ClikaError
 from clika.fictional import layout, names, records, texts, world
 from clika.fictional.records import render_corpus, render_name_pairs, render_sft

@@ -17,7 +17,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from clika.util.atomic import atomic_dir
-from clika.app.env import cache_root
+from clika.util.cache import cache_root
 from clika.fictional.generated import build_world
 from clika.util.languages import LANGS
 
