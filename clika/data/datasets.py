@@ -1,7 +1,8 @@
 """Multiple-choice datasets of the CLiKA release (xCOPA, xCSQA, x_geo, x_name) and users' own JSONL.
 
-Each loader reads the official repository layout as it is (folder-name quirks included) and returns
-`Item`s; `load_parallel` checks that languages are parallel (same count, ids and labels).
+Each loader reads the official repository layout as it is (its files and folder-name quirks are the registry's,
+clika.data.registry) and returns `Item`s; `load_parallel` checks that languages are parallel (same count, ids
+and labels) and the release's datasets that every item has the registry's number of options.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from clika.data.registry import DATASETS, LETTERS, MULTIPLE_CHOICE
 from clika.util.errors import ClikaError
 from clika.util.jsonl import read_jsonl
-from clika.util.languages import DIRS, LANGS
-
-LETTERS = "ABCDEFGHIJ"
+from clika.util.languages import LANGS
 
 
 @dataclass
@@ -91,18 +91,17 @@ class DatasetInfo:
     path: Callable[[Path, str], Path]  # (root, lang) -> file
     parse: Callable
     template: str  # prompt family (clika.data.prompts)
+    n_options: int | None = None  # the release's datasets: every item has this many (users' own: any >= 2)
 
+
+# How each release dataset's records read; its facts (files, folder names, options, template) are the registry's.
+PARSERS: dict[str, Callable] = {"x_copa": _parse_copa, "x_csqa": _parse_csqa,
+                                "x_geo": _parse_options("x_geo", "questions", "answers"),
+                                "x_name": _parse_options("x_name", "questions", "answers")}
 
 REGISTRY: dict[str, DatasetInfo] = {
-    "x_copa": DatasetInfo("x_copa", lambda r, l: r / "x_copa" / DIRS["x_copa"][l] / "test.jsonl",
-                          _parse_copa, "copa"),
-    "x_csqa": DatasetInfo("x_csqa", lambda r, l: r / "x_csqa" / DIRS["x_csqa"][l] / "validation.jsonl",
-                          _parse_csqa, "mcq"),
-    "x_geo": DatasetInfo("x_geo", lambda r, l: r / "x_geo" / l / f"{l}_geo_data.jsonl",
-                         _parse_options("x_geo", "questions", "answers"), "mcq"),
-    "x_name": DatasetInfo("x_name", lambda r, l: r / "x_name" / l / f"{l}_name_data_generate.jsonl",
-                          _parse_options("x_name", "questions", "answers"), "mcq"),
-}
+    name: DatasetInfo(name, DATASETS[name].file, PARSERS[name], DATASETS[name].template, DATASETS[name].n_options)
+    for name in MULTIPLE_CHOICE}
 
 
 def jsonl_dataset(name: str, directory: str | Path) -> DatasetInfo:
@@ -130,8 +129,7 @@ def load_items(root: str | Path, dataset: str, lang: str, registry: Mapping[str,
     if lang not in LANGS:
         raise ClikaError(f"unknown language '{lang}'", fix=f"choose from {list(LANGS)}")
     info = registry[dataset]
-    path = info.path(check_root(root) if dataset in ("x_copa", "x_csqa", "x_geo", "x_name") else Path(root or "."),
-                     lang)
+    path = info.path(check_root(root) if dataset in DATASETS else Path(root or "."), lang)
     if not path.parent.is_dir():
         raise ClikaError(f"{dataset}: language folder '{path.parent}' is missing",
                          fix=f"drop '{lang}' from clika.langs or restore the folder")
@@ -141,6 +139,11 @@ def load_items(root: str | Path, dataset: str, lang: str, registry: Mapping[str,
         if it.uid in seen:
             raise ClikaError(f"{path}: duplicate id {it.uid!r} (record {i})", fix="give every item a unique id")
         seen.add(it.uid)
+    for i, it in enumerate(items, start=1):
+        if info.n_options is not None and len(it.options) != info.n_options:
+            raise ClikaError(f"{path}:{i}: {len(it.options)} options, but {dataset} has {info.n_options}",
+                             fix=f"restore the release's file (clika.data.registry: {dataset} has {info.n_options} "
+                                 "options)")
     return items
 
 

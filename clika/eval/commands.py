@@ -1,7 +1,8 @@
-"""Side tasks of `eval.py`: dump_prompts, rescore, curves, get_data (and the others registered in COMMANDS)."""
+"""Side tasks of `eval.py`: dump_prompts, rescore, findings, curves, get_data (and the others registered in COMMANDS)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -10,7 +11,8 @@ from clika.report.curves import plot_curves
 from clika.util.errors import ClikaError
 from clika.util.jsonl import atomic_write_text, write_json, write_jsonl
 from clika.models.load import ModelSpec, load_tokenizer
-from clika.report.rescore import markdown, rescore
+from clika.report import findings as fnd
+from clika.report.rescore import markdown, rescore, skipped_variants
 from clika.scoring.suite import load_suite_items, suite_tasks
 from clika.eval.conductivity import conductivity, make_fictional
 from clika.eval.evaluate import suite_from_cfg
@@ -41,11 +43,35 @@ def rescore_task(cfg: DictConfig) -> dict:
     if not results_dir:
         raise ClikaError("results_dir is not set", fix="python eval.py task=rescore results_dir=DIR output_dir=OUT")
     report = rescore(results_dir, dict(cfg.clika.reference))
+    skipped = skipped_variants(results_dir)
+    if skipped:
+        print(f"skipped {len(skipped)} variant files that the release's res_statistic.py does not read: "
+              + ", ".join(str(f.relative_to(results_dir)) for f in skipped))
     out = _out(cfg)
     write_json(out / "rescore.json", report)
     atomic_write_text(out / "rescore.md", markdown(report))
     print(f"rescored {len(report)} systems -> {out / 'rescore.json'}")
     return {"report": report, "output_dir": str(out)}
+
+
+def findings(cfg: DictConfig) -> dict:
+    """The paper's comparisons (clika/report/findings.yaml or `comparisons=FILE`) over `results_dir` (default: the
+    release's results under CLIKA_DATA; a list adds your own runs' results dirs): findings.md / .json + figures."""
+    results_dir = cfg.get("results_dir") or str(Path(cfg.clika.data_root) / "results")
+    dirs = [results_dir] if isinstance(results_dir, str) else list(results_dir)
+    t0 = time.perf_counter()
+    rep = fnd.findings(dirs, cfg.get("comparisons"), dict(cfg.clika.reference), n=int(cfg.clika.bootstrap or 1000),
+                       seed=int(cfg.clika.get("seed") or 0))
+    out = _out(cfg)
+    figures = [str(fnd.plot_comparison(r, out / fnd.figure_name(r))) for r in rep["comparisons"]]
+    figures.append(str(fnd.plot_bias_heatmap(rep["audit"], out / "position_bias.png")))
+    rep["wall_s"] = time.perf_counter() - t0
+    write_json(out / "findings.json", rep)
+    atomic_write_text(out / "findings.md", fnd.markdown(rep))
+    au = rep["audit"]["summary"]
+    print(f"{len(rep['comparisons'])} comparisons over {len(rep['systems'])} systems; {au['dominated']} of {au['cells']} "
+          f"en-CO cells position-dominated; {rep['wall_s']:.1f} s -> {out / 'findings.md'}")
+    return {"report": rep, "output_dir": str(out), "figures": figures}
 
 
 def curves(cfg: DictConfig) -> dict:
@@ -81,4 +107,4 @@ def get_data(cfg: DictConfig) -> dict:
 
 
 COMMANDS = {"dump_prompts": dump_prompts, "rescore": rescore_task, "curves": curves, "get_data": get_data,
-         "make_fictional": make_fictional, "conductivity": conductivity}
+         "make_fictional": make_fictional, "conductivity": conductivity, "findings": findings}

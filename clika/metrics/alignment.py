@@ -19,6 +19,8 @@ import math
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from clika.metrics.names import CIRCULAR_KEYS, SUMMARY
 from clika.util.languages import LANGS
 
 
@@ -128,15 +130,11 @@ def _mean(vals: list[float]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-# summarised next to acc / ra / en_co when a circular run reports them (clika.circular, clika.metrics.bias, clika.metrics.pride)
-CIRCULAR_KEYS = ("acc_circ", "ra_circ", "en_co_circ", "en_co_answer", "acc_pride", "en_co_pride")
-
-
 def aggregate(per_dataset: Mapping[str, dict], streams: Mapping[str, Sequence[str]]) -> dict:
     """Means over the non-English languages per dataset, per stream and overall."""
     def summary(names: Sequence[str]) -> dict:
         out = {}
-        for key in ("acc", "ra", "en_co", *CIRCULAR_KEYS):
+        for key in (*SUMMARY, *CIRCULAR_KEYS):  # clika.metrics.names
             vals = [per_dataset[d]["langs"][l].get(key) for d in names if d in per_dataset
                     for l in per_dataset[d]["langs"] if l != "en"]
             if key not in CIRCULAR_KEYS or any(v is not None for v in vals):  # circular keys: circular runs only

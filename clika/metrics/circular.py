@@ -10,6 +10,7 @@ From circular correctness: `acc_circ` (correct under every rotation), `acc_rot` 
 prompts), `ra_circ` (the RA formula, same chance 1/k and reference, on acc_circ) and `en_co_circ` /
 `en_co_circ_adj` (the paper's en-CO and its chance-adjusted form over the sets of items correct under every
 rotation). The answer-identity CO (clika.metrics.bias) compares the option *contents* chosen, rotation undone.
+The names, and which ones the summary, report.md and alignment.csv show: clika.metrics.names.
 
 Only scorers that rank the presented options can be rotated (`letter`, `cloze`); the release's generation
 protocol stays as published, so its numbers remain comparable with the paper's.

@@ -15,12 +15,12 @@ from typing import Iterable, Sequence
 from clika.util.jsonl import atomic_write_text
 from clika.util.languages import LANGS
 from clika.metrics.alignment import co_expected
+from clika.metrics.names import CIRCULAR_COLUMNS, PLAIN
 
-COLUMNS = ["step", "tokens_seen", "epoch", "dataset", "lang", "acc", "ra", "en_co", "en_co_adj",
-           "acc_type0", "acc_type1", "xrr", "n", "scorer", "chance", "trained",
-           "acc_circ", "acc_rot", "ra_circ", "en_co_circ", "en_co_answer", "acc_pride", "en_co_pride",  # circular runs
+COLUMNS = ["step", "tokens_seen", "epoch", "dataset", "lang", *PLAIN,  # the suite's metrics (clika.metrics.names)
+           "acc_type0", "acc_type1", "xrr", "n", "scorer", "chance", "trained",  # acc_type*/xrr: fictional stream
+           *CIRCULAR_COLUMNS,  # circular runs
            "bias_letter", "bias_share", "bias_entropy", "bias_rstd"]  # position-bias report (clika.metrics.bias)
-CIRCULAR_COLUMNS = tuple(COLUMNS[COLUMNS.index("acc_circ"):COLUMNS.index("bias_letter")])
 TEXT = ("dataset", "lang", "scorer", "bias_letter")  # every other column is a number
 
 
@@ -65,8 +65,7 @@ def metrics_to_rows(metrics: dict, step: int, tokens_seen: int, epoch: int,
         for lang in [l for l in LANGS if l in m["langs"]]:
             v = m["langs"][lang]
             rows.append({"step": step, "tokens_seen": tokens_seen, "epoch": epoch, "dataset": ds, "lang": lang,
-                         "acc": v.get("acc"), "ra": v.get("ra"), "en_co": v.get("en_co"),
-                         "en_co_adj": v.get("en_co_adj"), "acc_type0": v.get("acc_type0"),
+                         **{k: v.get(k) for k in PLAIN}, "acc_type0": v.get("acc_type0"),
                          "acc_type1": v.get("acc_type1"), "xrr": v.get("xrr"), "n": v.get("n"),
                          "scorer": m.get("scorer") or metrics.get("protocol"),  # what scored these rows
                          "chance": chance, "trained": int(lang in trained),

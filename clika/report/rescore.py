@@ -6,7 +6,6 @@ repository's `<results>/<dataset>/<dir>/<model>_res*.jsonl`.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from clika.util.errors import ClikaError
@@ -20,8 +19,32 @@ N_OPTIONS = {"x_copa": 2, "x_csqa": 5, "x_geo": 4, "x_name": 4}
 PAPER_REF = {"x_csqa": 0.746, "x_copa": 0.964, "x_name": 0.922, "x_geo": 0.970}
 
 
+# The file of a model that the release's res_statistic.py reads, in its order: chatgpt_res.jsonl for ChatGPT,
+# <model>_res_bf16_add_simple_example.jsonl for the others. Other `_res*` files (ChatGPT's _visual, which is not
+# JSON Lines, _without_uuid, _fixed_en_prompt) are variants it does not score.
+OFFICIAL_SUFFIXES = ("_res.jsonl", "_res_bf16_add_simple_example.jsonl")
+
+
+def official_files(lang_dir: Path) -> tuple[dict[str, Path], list[Path]]:
+    """({model: the file res_statistic.py reads}, [variant files skipped]) of one official-layout language dir."""
+    chosen: dict[str, Path] = {}
+    files = sorted(lang_dir.glob("*_res*.jsonl"))
+    for suffix in reversed(OFFICIAL_SUFFIXES):  # the first suffix wins
+        for f in files:
+            if f.name.endswith(suffix):
+                chosen[f.name[: -len(suffix)]] = f
+    return chosen, [f for f in files if f not in chosen.values()]
+
+
+def skipped_variants(results_dir: str | Path) -> list[Path]:
+    """The official-layout `_res*` files find_outputs leaves out (not the file res_statistic.py reads)."""
+    root = Path(results_dir)
+    return [f for ds in DATASETS if (root / ds).is_dir() for d in sorted((root / ds).glob("*"))
+            if lang_from_dir(d.name) for f in official_files(d)[1]]
+
+
 def find_outputs(results_dir: str | Path) -> dict[str, dict[str, dict[str, Path]]]:
-    """{model: {dataset: {lang: file}}} for either layout."""
+    """{model: {dataset: {lang: file}}} for either layout (official layout: `official_files`)."""
     root = Path(results_dir)
     if not root.is_dir():
         raise ClikaError(f"results_dir '{root}' does not exist", fix="point results_dir at the published outputs")
@@ -29,8 +52,7 @@ def find_outputs(results_dir: str | Path) -> dict[str, dict[str, dict[str, Path]
     for ds in DATASETS:  # official repo layout: <dataset>/<dir>/<model>_res*.jsonl
         for lang_dir in sorted((root / ds).glob("*")) if (root / ds).is_dir() else []:
             lang = lang_from_dir(lang_dir.name)
-            for f in sorted(lang_dir.glob("*_res*.jsonl")) if lang else []:
-                model = re.sub(r"_res[^/]*$", "", f.stem)
+            for model, f in sorted(official_files(lang_dir)[0].items()) if lang else []:
                 found.setdefault(model, {}).setdefault(ds, {})[lang] = f
     for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in DATASETS):
         for ds in DATASETS:

@@ -6,10 +6,11 @@ import os
 import threading
 from pathlib import Path
 
-from clika.data.datasets import LETTERS
+from clika.data import registry
+from clika.data.registry import LETTERS
 from clika.util.jsonl import atomic_write_text, write_json, write_jsonl
-from clika.util.languages import DIRS, LANGS
-from clika.metrics.alignment import CIRCULAR_KEYS
+from clika.util.languages import LANGS
+from clika.metrics.names import CIRCULAR, CIRCULAR_KEYS, PLAIN
 
 
 def _pct(v) -> str:
@@ -47,7 +48,7 @@ def markdown_report(metrics: dict, title: str = "CLiKA evaluation", model: dict 
         langs = [l for l in LANGS if l in m["langs"]]
         lines += [f"## {ds} ({m['n_options']} options, RA reference {m['ref']})", "",
                   "| metric | " + " | ".join(langs) + " |", "|---|" + "---:|" * len(langs)]
-        keys = ("acc", "ra", "en_co", "en_co_adj") + (CIRCULAR_ROWS if m.get("circular") else ())
+        keys = PLAIN + (CIRCULAR if m.get("circular") else ())
         for key in keys:
             lines.append(f"| {key} | " + " | ".join(_pct(m["langs"][l].get(key)) for l in langs) + " |")
             if key == "acc" and any(_ci(m["langs"][l]) != "–" for l in langs):
@@ -78,10 +79,6 @@ def headline(metrics: dict, label: str) -> str:
         out.append(f"{stream_label(group, vals)}: RA {_pct(vals['ra'])}, en-CO {_pct(vals['en_co'])} "
                    "(mean over non-English languages, %)")
     return "\n".join(out)
-
-
-CIRCULAR_ROWS = ("acc_circ", "acc_rot", "ra_circ", "en_co_circ", "en_co_circ_adj", "en_co_answer", "en_co_answer_adj",
-                 "acc_pride", "ra_pride", "en_co_pride")
 
 
 def _bias_rows(m: dict, langs: list[str]) -> list[str]:
@@ -176,8 +173,8 @@ def save_figure(fig, path: Path) -> Path:
 
 def release_file(root: Path, model_name: str, dataset: str, lang: str) -> Path:
     """`<root>/<model>/<dataset>/<dir>.jsonl`, `<dir>` the release's folder name of the language (DE, ZH_trans,
-    zh, ...): the layout `clika.report.rescore` reads for the 46 published systems."""
-    return root / model_name / dataset / f"{DIRS.get(dataset, {}).get(lang, lang)}.jsonl"
+    zh, ...; users' own datasets: the code): the layout `clika.report.rescore` reads for the 46 published systems."""
+    return registry.results_file(root, model_name, dataset, lang)
 
 
 def write_evaluation(out_dir: str | Path, metrics: dict, results: dict, model: str | dict) -> dict[str, Path]:

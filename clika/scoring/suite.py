@@ -14,6 +14,7 @@ from typing import Hashable, Mapping, Sequence
 
 from clika.metrics import circular as circ
 from clika.metrics.bias import answer_identity_metrics, position_bias
+from clika.data import registry as facts
 from clika.data.datasets import REGISTRY, DatasetInfo, Item, jsonl_dataset, load_parallel, subset_indices
 from clika.util.errors import ClikaError
 from clika.util.languages import LANGS
@@ -24,16 +25,18 @@ from clika.scoring.release import ProtocolSpec
 from clika.scoring.loglik import PROTOCOLS, Request, Result, Scorer, make_scorer
 from clika.scoring.api import Gather, RequestSet, run_tasks
 
-DEFAULT_REF = {"x_csqa": 0.746, "x_copa": 0.964, "x_name": 0.922, "x_geo": 0.970}
 
 
 @dataclass
 class Suite:
+    """The suite's settings; these defaults are the only ones (conf/clika/default.yaml lists the keys with null =
+    this default, so `from_dict` drops None). Dataset facts are the registry's (clika.data.registry): the
+    default datasets and streams, and the RA references, which `reference` only overrides or adds to."""
+
     data_root: str | None = None
-    datasets: Sequence[str] = ("x_copa", "x_csqa", "x_geo", "x_name")
+    datasets: Sequence[str] = facts.MULTIPLE_CHOICE
     langs: Sequence[str] = LANGS
-    streams: Mapping[str, Sequence[str]] = field(
-        default_factory=lambda: {"basic": ["x_copa", "x_csqa"], "factual": ["x_geo", "x_name"]})
+    streams: Mapping[str, Sequence[str]] = field(default_factory=facts.streams)
     custom: Mapping[str, str] = field(default_factory=dict)
     prompt_style: str = "paper"
     protocol: str = "letter"  # letter | cloze (this project's) | paper (the release's; clika.scoring.loglik)
@@ -43,9 +46,14 @@ class Suite:
     limit: int | None = None
     seed: int = 1234
     batch_size: int = 16
-    reference: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_REF))
+    reference: Mapping[str, float] = field(default_factory=dict)  # overrides / additions to the registry's
     bootstrap: int = 1000
     circular: bool = False  # every cyclic rotation of the options (clika.circular)
+
+    @property
+    def references(self) -> dict[str, float]:
+        """RA reference accuracy per dataset: the registry's, then `reference` (custom datasets need one)."""
+        return {**facts.references(), **self.reference}
 
     @property
     def registry(self) -> dict[str, DatasetInfo]:
@@ -58,7 +66,7 @@ class Suite:
             if ds not in registry:
                 raise ClikaError(f"clika.datasets: unknown dataset '{ds}'",
                                  fix=f"choose from {sorted(registry)} or add it under clika.custom")
-            if ds not in self.reference:
+            if ds not in self.references:
                 raise ClikaError(f"clika.reference has no accuracy for '{ds}'",
                                  fix=f"add clika.reference.{ds}=<reference accuracy in (chance, 1]>")
         for lang in self.langs:
@@ -80,9 +88,13 @@ class Suite:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Suite":
-        if "scorer" in d:
-            raise ClikaError("clika.scorer was renamed clika.protocol", fix="set clika.protocol=letter|cloze|paper")
-        known = {k: v for k, v in dict(d).items() if k in cls.__dataclass_fields__}
+        """A suite from a `clika` config; a None value is the field's default (conf/clika/default.yaml's nulls)."""
+        fields_ = cls.__dataclass_fields__
+        unknown = [k for k in d if k not in fields_ or k == "spec"]
+        if unknown:  # renamed keys get their own message first (clika.app.checks.renames)
+            raise ClikaError(f"clika.{unknown[0]}: unknown key",
+                             fix=f"use one of {sorted(k for k in fields_ if k != 'spec')}")
+        known = {k: v for k, v in dict(d).items() if v is not None}
         for key in ("datasets", "langs"):
             if key in known:
                 known[key] = list(known[key])
@@ -158,7 +170,7 @@ def suite_tasks(suite: Suite, items: Mapping[str, Mapping[str, list[Item]]]) -> 
     scorer = make_scorer(suite.protocol, suite.batch_size, suite.letter_delimiter, spec=suite.spec)
     registry = suite.registry
     return [DatasetTask(ds, {lang: by_lang[lang] for lang in suite.langs if lang in by_lang},
-                        registry[ds].template, suite.prompt_style, scorer, suite.reference[ds], suite.bootstrap,
+                        registry[ds].template, suite.prompt_style, scorer, suite.references[ds], suite.bootstrap,
                         suite.seed, suite.circular)
             for ds, by_lang in items.items()]
 

@@ -2,9 +2,10 @@ import json
 
 import pytest
 
+from clika.data import registry
 from clika.data.datasets import REGISTRY, load_parallel
 from clika.util.errors import ClikaError
-from clika.util.languages import DIRS, LANGS
+from clika.util.languages import LANGS
 from clika.data.prompts import render
 
 
@@ -14,7 +15,7 @@ def test_paper_prompts_byte_for_byte(data_root):
     for ds in ("x_copa", "x_csqa", "x_geo", "x_name"):
         by_lang = load_parallel(data_root, ds, list(LANGS))
         for lang, items in by_lang.items():
-            path = data_root / "prompts" / ds / f"{DIRS[ds][lang]}.jsonl"
+            path = registry.get(ds).prompts_file(data_root, lang)
             rows = [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines()]
             assert len(rows) == len(items)
             for item, row in zip(items, rows):

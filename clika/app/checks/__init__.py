@@ -13,8 +13,9 @@ traceback=true) adds the traceback. Checks that need the model stay beside it (c
 same way through the entry point's wrapper.
 
 Modules: core (config access, debug flag, the wrapper), overrides (command line: group choices, unknown keys,
-`+` additions), train (train config), resume (a changed config on resume), strategy (presets, DeepSpeed),
-launch (cluster, launcher, W&B, requeue), paths (writable run dir), eval (suite and data layout).
+`+` additions), renames (renamed keys, one table), train (train config), resume (a changed config on resume),
+strategy (presets, DeepSpeed), launch (cluster, launcher, W&B, requeue), paths (writable run dir), eval (suite
+and data layout).
 The settings of the checks (open nodes, keys fixed across a resume) live in conf/hydra/default.yaml
 (`hydra.callbacks.checks`).
 """
@@ -30,6 +31,7 @@ from clika.app.checks.core import friendly_errors, get, is_debug, report, report
 from clika.app.checks.eval import check_eval
 from clika.app.checks.launch import check_launch
 from clika.app.checks.overrides import check_command_line, check_group_choices
+from clika.app.checks.renames import check_renamed
 from clika.util.paths import check_output_dir
 from clika.app.checks.resume import check_resume
 from clika.app.checks.train import alignment_suite, check_accelerator, check_missing_values, check_train
@@ -55,6 +57,7 @@ def is_train_config(cfg: Any) -> bool:
 
 def run_train_checks(cfg: Any, hydra_cfg: Any = None, env: Mapping[str, str] | None = None) -> None:
     """The model-free checks of a train config, launch checks included (`hydra_cfg`: the Hydra config)."""
+    check_renamed(cfg)
     check_train(cfg)
     check_accelerator(cfg, hydra_cfg)
     check_launch(cfg, hydra_cfg, env)
@@ -68,6 +71,7 @@ def run_train_checks(cfg: Any, hydra_cfg: Any = None, env: Mapping[str, str] | N
 
 
 def run_eval_checks(cfg: Any) -> None:
+    check_renamed(cfg)
     check_missing_values(cfg)
     check_eval(get(cfg, "clika"))
 

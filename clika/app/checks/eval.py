@@ -21,7 +21,7 @@ def check_data_layout(root: str | Path, datasets: list[str], langs: list[str], l
     if absent and len(absent) == len(release):
         raise ClikaError(f"paths.clika_data: '{root}' holds none of {absent} (CLIKA_DATA points at the wrong folder?)",
                          fix="set CLIKA_DATA (or paths.clika_data) to the official release folder, the one holding "
-                             "x_copa/ x_csqa/ x_geo/ x_name/")
+                             + " ".join(f"{d}/" for d in REGISTRY))
     for ds in release:
         if ds in absent:
             raise ClikaError(f"clika.datasets: '{root}' has no {ds}/ folder",

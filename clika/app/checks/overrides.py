@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from clika.app.checks.renames import RENAMED, renamed_error
 from clika.util.errors import ClikaError
 
 # Hydra flags that take a value in the next argument (their value is no override)
@@ -105,11 +106,6 @@ def _group(key: str, conf_dir: Path) -> str | None:
     return group if group and "." not in group and (conf_dir / group).is_dir() else None
 
 
-# Config keys that were renamed: the old key gets a one-line error naming the new one.
-RENAMED = {"clika.scorer": "clika.protocol=letter|cloze|paper (`generate` became `paper`, the release's protocol)",
-           "callbacks.clika.suite.scorer": "callbacks.clika.suite.protocol"}
-
-
 def check_group_choices(overrides: Iterable[str], conf_dir: str | Path, app: str | None = None) -> None:
     """`group=name` command-line choices must name a file conf/<group>/<name>.yaml (one `app` can take, when
     given), and renamed keys are refused (before Hydra composes, so the error is one line naming the key and
@@ -120,7 +116,7 @@ def check_group_choices(overrides: Iterable[str], conf_dir: str | Path, app: str
         if value is None or prefix == "~" or key.startswith("hydra."):
             continue
         if key in RENAMED:
-            raise ClikaError(f"{key} was renamed", fix=f"set {RENAMED[key]}")
+            raise renamed_error(key)
         group = _group(key, conf_dir)
         if group is None or value in ("null", ""):
             continue

@@ -90,13 +90,13 @@ def check_sweep(cfg: Any) -> None:
 
 def alignment_suite(cfg: Any) -> dict | None:
     """The suite config the CLiKA callback (callbacks.clika) scores with, or None when it scores no suite:
-    `suite` with the callback's own `limit` / `langs` / `bootstrap`, when data_root and datasets are set."""
+    `suite` with the callback's own `limit` / `langs` / `bootstrap`, when data_root is set and datasets is not []."""
     node = get(cfg, "callbacks.clika")
     if node is None or "_target_" not in node:
         return None
     suite = dict(plain(node, "suite", {}) or {})
     suite.update({k: plain(node, k) for k in ("limit", "langs", "bootstrap") if get(node, k) is not None})
-    return suite if suite.get("data_root") and suite.get("datasets") else None
+    return suite if suite.get("data_root") and suite.get("datasets") != [] else None  # null: the default datasets
 
 
 def origin(cfg: Any, key: str) -> str:

@@ -76,7 +76,7 @@ class ClikaEvalCallback(pl.Callback):
         return self.output_dir / "alignment_curves.png"
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if self._suite is None and self.suite_cfg.get("data_root") and self.suite_cfg.get("datasets"):
+        if self._suite is None and self.suite_cfg.get("data_root") and self.suite_cfg.get("datasets") != []:
             self._suite = Suite.from_dict(self.suite_cfg)
             # items are read now: bad data fails before training
             self._tasks = suite_tasks(self._suite, load_suite_items(self._suite))
