@@ -1,22 +1,24 @@
 """Rescore published model outputs with the paper's first-character rule.
 
-Accepts both layouts: `<results>/<model>/<dataset>/<dir>.jsonl` (this release) and the official
-repository's `<results>/<dataset>/<dir>/<model>_res*.jsonl`.
+Accepts both layouts: `<results>/<model>/<dataset>/<dir>.jsonl` (this release, clika.data.registry.RESULTS_FILE)
+and the official repository's `<results>/<dataset>/<dir>/<model>_res*.jsonl`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from clika.data import registry
 from clika.util.errors import ClikaError
 from clika.util.jsonl import read_jsonl
 from clika.util.languages import LANGS, lang_from_dir
 from clika.metrics.alignment import co, relative_accuracy
 from clika.scoring.judges import first_char_correct
 
-DATASETS = ("x_copa", "x_csqa", "x_geo", "x_name")
-N_OPTIONS = {"x_copa": 2, "x_csqa": 5, "x_geo": 4, "x_name": 4}
-PAPER_REF = {"x_csqa": 0.746, "x_copa": 0.964, "x_name": 0.922, "x_geo": 0.970}
+# The datasets with published outputs, their option counts and the paper's RA references: the registry's.
+DATASETS = registry.MULTIPLE_CHOICE
+N_OPTIONS = {ds: registry.get(ds).n_options for ds in DATASETS}
+PAPER_REF = registry.references(DATASETS)
 
 
 # The file of a model that the release's res_statistic.py reads, in its order: chatgpt_res.jsonl for ChatGPT,
