@@ -22,7 +22,10 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def provenance(*, dtype: str, device: str, world: int, wall_s: float, items: int, started: float) -> dict:
+def provenance(*, dtype: str, device: str, world: int, wall_s: float, items: int, started: float,
+               resumed_items: int = 0) -> dict:
+    """`items`: scored in all; `resumed_items`: of those, taken from an interrupted attempt's journal."""
     return {"versions": versions(), "git": git_sha(), "dtype": dtype, "device": device, "world_size": world,
             "date": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
-            "wall_s": round(wall_s, 3), "items": items, "items_per_s": round(items / wall_s, 3) if wall_s else None}
+            "wall_s": round(wall_s, 3), "items": items, "resumed_items": resumed_items,
+            "items_per_s": round((items - resumed_items) / wall_s, 3) if wall_s else None}

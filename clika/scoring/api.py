@@ -80,17 +80,24 @@ def lockstep(scorer: Scorer, tokenizer, requests: Sequence[Request], world: int)
 
 
 def score_sets(model, tokenizer, sets: Sequence[RequestSet], rank: int = 0, world: int = 1,
-               gather: Gather | None = None, progress: bool = True) -> dict[Hashable, list[Result]]:
+               gather: Gather | None = None, progress: bool = True, journal=None) -> dict[Hashable, list[Result]]:
     """Every set scored on this rank's shard; with world > 1 one `gather` returns every rank's results.
-    `progress=False`: no progress bars (inside a training loop, whose own bar they would interleave with)."""
+    `progress=False`: no progress bars (inside a training loop, whose own bar they would interleave with).
+    `journal` (clika.scoring.journal.Journal): sets it holds are not scored again; each set scored is recorded."""
     if world > 1 and gather is None:
         raise ValueError("scoring with world > 1 needs a gather function")
     local = {}
     for s in sets:
+        done = journal.done(s.key) if journal is not None else None
+        if done is not None:
+            local[s.key] = done
+            continue
         scorer = lockstep(s.scorer, tokenizer, s.requests, world)
         if "progress" in {f.name for f in fields(scorer)}:
             scorer = replace(scorer, progress=progress)
         local[s.key] = scorer.score(model, tokenizer, shard(s.requests, rank, world))
+        if journal is not None:
+            journal.record(s.key, local[s.key])
     if world <= 1:
         return local
     parts = gather(local)
@@ -98,13 +105,14 @@ def score_sets(model, tokenizer, sets: Sequence[RequestSet], rank: int = 0, worl
 
 
 def run_tasks(model, tokenizer, tasks: Sequence[Task], rank: int = 0, world: int = 1,
-              gather: Gather | None = None, progress: bool = True) -> dict[str, TaskOutput]:
+              gather: Gather | None = None, progress: bool = True, journal=None) -> dict[str, TaskOutput]:
     """Score all tasks (one gather for all of them) and compute each task's metrics on every rank."""
     sets = {t.name: t.request_sets(tokenizer) for t in tasks}
     keys = [s.key for ss in sets.values() for s in ss]
     if len(set(keys)) != len(keys):
         raise ValueError(f"request-set keys must be unique across tasks: {keys}")
-    results = score_sets(model, tokenizer, [s for ss in sets.values() for s in ss], rank, world, gather, progress)
+    results = score_sets(model, tokenizer, [s for ss in sets.values() for s in ss], rank, world, gather, progress,
+                         journal)
     out = {}
     for t in tasks:
         mine = {s.key: results[s.key] for s in sets[t.name]}

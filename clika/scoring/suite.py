@@ -189,9 +189,11 @@ def suite_metrics(suite: Suite, per_dataset: Mapping[str, dict]) -> dict:
 
 
 def run_suite(model, tokenizer, suite: Suite, rank: int = 0, world: int = 1, gather: Gather | None = None,
-              items: dict | None = None, progress: bool = True) -> tuple[dict, dict[tuple[str, str], list[Result]]]:
-    """Score the suite; (metrics, per-item results keyed by (dataset, lang)), computed on every rank."""
+              items: dict | None = None, progress: bool = True,
+              journal=None) -> tuple[dict, dict[tuple[str, str], list[Result]]]:
+    """Score the suite; (metrics, per-item results keyed by (dataset, lang)), computed on every rank.
+    `journal`: resume an interrupted evaluation (clika.scoring.journal)."""
     items = items if items is not None else load_suite_items(suite)
-    outs = run_tasks(model, tokenizer, suite_tasks(suite, items), rank, world, gather, progress)
+    outs = run_tasks(model, tokenizer, suite_tasks(suite, items), rank, world, gather, progress, journal)
     results = {key: res for out in outs.values() for key, res in out.results.items()}
     return suite_metrics(suite, {name: out.metrics for name, out in outs.items()}), results
