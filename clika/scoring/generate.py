@@ -5,8 +5,9 @@ Factual streams, the fictional stream's answers) comes from here.
   `clika.protocol`): one prompt per `generate` call, no padding, beam search with
   `max(spec.num_beams, generation_config.num_beams)` beams, the family's `generate` arguments and its
   output-string rule. Fast path: (1) `reuse_prefix`: the few-shot prefix shared by all prompts is run
-  once; the rest of each prompt but its last token runs on a copy of that KV cache, the cache is repeated
-  for the beams, and `model.generate` then runs only the last prompt token and the new tokens; (2)
+  once (`clika.scoring.prefix.PrefixCache`, as for the scorers); the rest of each prompt but its last token
+  runs on a copy of that KV cache, the cache is repeated for the beams, and `model.generate` then runs only
+  the last prompt token and the new tokens; (2)
   `group_size`: prompts of equal token length share one `generate` call (no padding: every row sees
   exactly its own tokens at its own positions; beam search keeps each row's beams apart; a row is cut
   after its first EOS, where a lone call would have stopped). The decoding steps of a 2-token beam search
@@ -26,14 +27,13 @@ stop at EOS is kept, so the outputs are those of the single-process run).
 
 from __future__ import annotations
 
-import copy
 from contextlib import contextmanager
 from typing import Callable, Sequence
 
 import torch
 
 from clika.util.errors import ClikaError
-from clika.scoring.prefix import _cache_key, _common_prefix_len, _device, _forward_params, _out_cache, base_model
+from clika.scoring.prefix import PrefixCache, _common_prefix_len, _device, _forward_params, base_model
 from clika.scoring.release import ProtocolSpec, check_chat_template
 
 
@@ -159,42 +159,6 @@ def _chat_outputs(model, tokenizer, prompts: Sequence[str], spec: ProtocolSpec, 
     return out
 
 
-class _Prefix:
-    """The shared prompt prefix's KV cache, computed once (batch 1)."""
-
-    def __init__(self, model, ids: list[int]):
-        self.ids, self.device = ids, _device(model)
-        base = base_model(model)
-        # The decoder alone gives the cache without the LM head (262k-vocabulary heads cost as much as
-        # the transformer on CPU); models without get_decoder() keep one logit row.
-        decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
-        self.runner = decoder if decoder is not None and decoder is not base else model
-        self.keep = ({"logits_to_keep": 1} if self.runner is model and "logits_to_keep" in _forward_params(model)
-                     else {})
-        self.cache_key = _cache_key(self.runner)
-        self.cache = self.extend(None, [ids]) if ids else None
-
-    @staticmethod
-    def copy(cache, n: int):
-        """A copy of `cache` repeated for `n` rows (the shared prefix is never written into)."""
-        cache = copy.deepcopy(cache)
-        if n > 1:
-            cache.batch_repeat_interleave(n)
-        return cache
-
-    def extend(self, cache, rows: list[list[int]]):
-        """Run `rows` (equal lengths) after `cache` (a copy, repeated once per row; None = from scratch);
-        return the new cache."""
-        past = len(self.ids) if cache is not None else 0
-        kwargs = {self.cache_key: self.copy(cache, len(rows))} if cache is not None else {}
-        with torch.no_grad():
-            out = self.runner(input_ids=torch.tensor(rows, device=self.device),
-                              attention_mask=torch.ones((len(rows), past + len(rows[0])), dtype=torch.long,
-                                                        device=self.device),
-                              use_cache=True, **kwargs, **self.keep)
-        return _out_cache(out)
-
-
 def _groups(ids_all: list[list[int]], size: int) -> list[list[int]]:
     """Item indices grouped by prompt length (equal lengths need no padding), at most `size` per group."""
     by_len: dict[int, list[int]] = {}
@@ -227,7 +191,7 @@ def release_generate(model, tokenizer, prompts: Sequence[str], spec: ProtocolSpe
     counter = _ForwardCounter(base) if lockstep else None
     out: list[str | None] = [None] * len(prompts)
     try:
-        prefix = _Prefix(model, ids_all[0][:p_len]) if p_len else None
+        prefix = PrefixCache(model, ids_all[0][:p_len]) if p_len else None
         # per item, forwards of the whole model: the generation steps (+ the suffix when it has no decoder)
         budget = spec.max_new_tokens + (1 if prefix is not None and prefix.runner is model else 0)
         for group in _groups(ids_all, 1 if lockstep else group_size):
@@ -239,14 +203,11 @@ def release_generate(model, tokenizer, prompts: Sequence[str], spec: ProtocolSpe
             extra = {}
             if prefix is not None:
                 suffix = [r[p_len:-1] for r in rows]
-                if suffix[0]:
-                    cache = prefix.extend(prefix.cache, suffix)
-                else:
-                    cache = prefix.copy(prefix.cache, len(rows))
-                    if lockstep:  # every rank runs one suffix forward per item
-                        prefix.extend(None, [rows[0][-1:]])
+                cache = prefix.run(suffix)
+                if lockstep and not suffix[0]:  # every rank runs one suffix forward per item
+                    prefix.run([rows[0][-1:]], after_prefix=False)
                 cache.batch_repeat_interleave(beams)
-                extra = {_cache_key(model): cache}
+                extra = {prefix.cache_key: cache}
             with torch.no_grad():
                 seqs = model.generate(input_ids=x, attention_mask=torch.ones_like(x), **kw, **extra).tolist()
             for i, ids, seq in zip(group, rows, seqs):

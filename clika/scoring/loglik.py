@@ -9,13 +9,12 @@
 numbers are not the release's; `paper` gives numbers comparable item for item with the published outputs.
 
 For letter / cloze, all items of one call share the few-shot demonstration; the longest common *token* prefix is run once
-and its KV cache reused, so cost grows with the item text, not the demonstration. Tokens are those of
-the full prompt, so reuse is exact. Right padding, length-sorted batches, fp32 log-softmax.
+and its KV cache reused (`clika.scoring.prefix.PrefixCache`), so cost grows with the item text, not the demonstration.
+Tokens are those of the full prompt, so reuse is exact. Right padding, length-sorted batches, fp32 log-softmax.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
@@ -25,7 +24,7 @@ from tqdm.auto import tqdm
 from clika.util.errors import ClikaError
 from clika.scoring.generate import greedy, release_generate
 from clika.scoring.judges import Judge, by_first_char, by_name
-from clika.scoring.prefix import _cache_key, _common_prefix_len, _device, _encode, _forward_params, _out_cache
+from clika.scoring.prefix import PrefixCache, _common_prefix_len, _encode
 from clika.scoring.release import ProtocolSpec
 
 
@@ -60,79 +59,6 @@ class Scorer(Protocol):
 def _progress(total: int, desc: str, enabled: bool = True):
     """A progress bar for long calls only (`enabled=False`: none, e.g. inside a training loop's own bar)."""
     return tqdm(total=total, desc=desc, disable=not enabled or total < 200, leave=False)
-
-
-class _PrefixRunner:
-    """Runs batches of token suffixes after a shared prefix whose KV cache is computed once."""
-
-    def __init__(self, model, prefix: list[int], reuse: bool, cache=None):
-        """`cache`: the prefix's KV cache when already computed (see `extend`)."""
-        self.model, self.prefix, self.device = model, prefix, _device(model)
-        self.cache, self.cache_key = cache, _cache_key(model)
-        self.keeps_logits = "logits_to_keep" in _forward_params(model)
-        if cache is None and reuse and prefix:
-            with torch.no_grad():
-                out = model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
-            self.cache = _out_cache(out)
-        self.reuse = self.cache is not None
-
-    def extend(self, suffix: list[int]) -> tuple["_PrefixRunner", torch.Tensor]:
-        """A runner for prefix + suffix whose KV cache is this one's plus `suffix` (one forward of the
-        suffix only), and the fp32 log-probs of the token after it. Needs a reusable cache."""
-        assert self.reuse and suffix
-        prefix = self.prefix + list(suffix)
-        keep = {"logits_to_keep": 1} if self.keeps_logits else {}
-        with torch.no_grad():
-            out = self.model(input_ids=torch.tensor([suffix], device=self.device),
-                             attention_mask=torch.ones((1, len(prefix)), dtype=torch.long, device=self.device),
-                             use_cache=True, **{self.cache_key: copy.deepcopy(self.cache)}, **keep)
-        child = _PrefixRunner(self.model, prefix, True, cache=_out_cache(out))
-        return child, torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-
-    def logits(self, suffixes: list[list[int]], pad_id: int, last_only: bool = False) -> tuple[torch.Tensor, list[int]]:
-        """fp32 log-softmax over [batch, positions, vocab] and each row's suffix length.
-
-        `last_only` keeps only each row's last position ([batch, vocab]): with 262k-token vocabularies
-        the full logits tensor, not the transformer, dominates the cost.
-        """
-        lens = [len(s) for s in suffixes]
-        width = max(lens)
-        ids = torch.full((len(suffixes), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(suffixes), width), dtype=torch.long)
-        for i, s in enumerate(suffixes):
-            ids[i, : len(s)] = torch.tensor(s)
-            mask[i, : len(s)] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        with torch.no_grad():
-            keep = {}
-            if last_only and self.keeps_logits:
-                positions = sorted({n - 1 for n in lens})
-                offset = len(self.prefix) if not self.reuse else 0
-                keep = {"logits_to_keep": torch.tensor([offset + q for q in positions], device=self.device)}
-            if self.reuse:
-                cache = copy.deepcopy(self.cache)
-                cache.batch_repeat_interleave(len(suffixes))
-                p = len(self.prefix)
-                full_mask = torch.cat([torch.ones((len(suffixes), p), dtype=torch.long, device=self.device), mask], 1)
-                out = self.model(input_ids=ids, attention_mask=full_mask, use_cache=True, **{self.cache_key: cache},
-                                 **keep)
-                logits = out.logits
-            else:
-                pre = torch.tensor([self.prefix] * len(suffixes), dtype=torch.long, device=self.device)
-                full_ids = torch.cat([pre, ids], 1) if self.prefix else ids
-                full_mask = torch.cat([torch.ones_like(pre), mask], 1) if self.prefix else mask
-                logits = self.model(input_ids=full_ids, attention_mask=full_mask, use_cache=False, **keep).logits
-                if not keep:
-                    logits = logits[:, len(self.prefix):]
-        if last_only:
-            rows = torch.arange(len(suffixes), device=logits.device)
-            if keep:
-                index = {q: k for k, q in enumerate(sorted({n - 1 for n in lens}))}
-                cols = torch.tensor([index[n - 1] for n in lens], device=logits.device)
-            else:
-                cols = torch.tensor([n - 1 for n in lens], device=logits.device)
-            return torch.log_softmax(logits[rows, cols].float(), dim=-1), lens
-        return torch.log_softmax(logits.float(), dim=-1), lens
 
 
 def _batches(order: list[int], batch_size: int):
@@ -179,13 +105,13 @@ class LetterScorer:
                 cache[key] = self.letter_ids(tokenizer, r, ids)
             letter_ids.append(cache[key])
         p = _common_prefix_len(enc)
-        runner = _PrefixRunner(model, enc[0][:p], self.reuse_prefix)
+        prefix = PrefixCache(model, enc[0][:p], self.reuse_prefix)
         order = sorted(range(len(requests)), key=lambda i: -len(enc[i]))
         results: list[Result | None] = [None] * len(requests)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         bar = _progress(len(requests), "letter", self.progress)
         for batch in _batches(order, self.batch_size):
-            logp, lens = runner.logits([enc[i][p:] for i in batch], pad, last_only=True)
+            logp, _ = prefix.log_probs([enc[i][p:] for i in batch], pad, last_only=True)
             for row, i in enumerate(batch):
                 last = logp[row]
                 scores = [float(last[t]) for t in letter_ids[i]]
@@ -223,22 +149,22 @@ class ClozeScorer:
                     raise ClikaError(f"item {r.uid!r}: option {j} is empty", fix="remove empty options")
                 rows.append((i, j, ids, max(1, len(cont.encode("utf-8")))))
         p = _common_prefix_len(enc)
-        runner = _PrefixRunner(model, enc[0][:p], self.reuse_prefix)
+        prefix = PrefixCache(model, enc[0][:p], self.reuse_prefix)
         scores = [[0.0] * len(r.options) for r in requests]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        if self.reuse_context and runner.reuse:
-            self._per_context(runner, enc, p, rows, scores, pad)
+        if self.reuse_context and prefix.reuse:
+            self._per_context(prefix, enc, p, rows, scores, pad)
         else:
-            self._per_row(runner, enc, p, rows, scores, pad)
+            self._per_row(prefix, enc, p, rows, scores, pad)
         return [Result(r.uid, max(range(len(s)), key=s.__getitem__), r.label, s) for r, s in zip(requests, scores)]
 
-    def _per_row(self, runner: _PrefixRunner, enc, p: int, rows, scores, pad: int) -> None:
+    def _per_row(self, prefix: PrefixCache, enc, p: int, rows, scores, pad: int) -> None:
         """Every (context, option) sequence on its own row, longest first."""
         seqs = [enc[i][p:] + ids for i, _, ids, _ in rows]
         order = sorted(range(len(rows)), key=lambda k: -len(seqs[k]))
         bar = _progress(len(rows), "cloze", self.progress)
         for batch in _batches(order, self.batch_size):
-            logp, _ = runner.logits([seqs[k] for k in batch], pad)
+            logp, _ = prefix.log_probs([seqs[k] for k in batch], pad)
             for row, k in enumerate(batch):
                 i, j, cont, nbytes = rows[k]
                 start = len(enc[i]) - p  # position of first continuation token in the suffix
@@ -248,7 +174,7 @@ class ClozeScorer:
             bar.update(len(batch))
         bar.close()
 
-    def _per_context(self, runner: _PrefixRunner, enc, p: int, rows, scores, pad: int) -> None:
+    def _per_context(self, prefix: PrefixCache, enc, p: int, rows, scores, pad: int) -> None:
         """Each item's context once (on top of the shared prefix), then only its options' tokens: with
         8 short options after a 35-token context this runs 4x fewer tokens than one row per option.
         Same tokens and positions as `_per_row`, so the same log-probs (to float rounding)."""
@@ -257,9 +183,9 @@ class ClozeScorer:
             by_item.setdefault(row[0], []).append(row)
         bar = _progress(len(rows), "cloze", self.progress)
         for i, opts in by_item.items():
-            child, first = runner.extend(enc[i][p:])  # >= 1 token: the shared prefix stops one short
+            child, first = prefix.extend(enc[i][p:])  # >= 1 token: the shared prefix stops one short
             for batch in _batches(list(range(len(opts))), self.batch_size):
-                logp, _ = child.logits([opts[k][2] for k in batch], pad)
+                logp, _ = child.log_probs([opts[k][2] for k in batch], pad)
                 for row, k in enumerate(batch):
                     _, j, cont, nbytes = opts[k]
                     lp = first[cont[0]]

@@ -1,10 +1,12 @@
 """Token and KV-cache helpers shared by the scorers (clika.scoring.loglik) and the generation loop
-(clika.scoring.generate): prompt encoding, the longest shared token prefix, and the model's cache argument."""
+(clika.scoring.generate): prompt encoding, the longest shared token prefix, the model's cache argument, and
+`PrefixCache`, the one shared-prefix KV cache both run on."""
 
 from __future__ import annotations
 
+import copy
 import inspect
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -52,3 +54,116 @@ def _cache_key(model) -> str:
 
 def _out_cache(out):
     return getattr(out, "cache", None) if hasattr(out, "cache") else out.past_key_values
+
+
+class PrefixCache:
+    """The KV cache of a token prefix shared by a batch of sequences (the few-shot demonstration), computed
+    once at batch 1, and the forwards that run on copies of it (the prefix's own cache is never written into):
+
+    - `log_probs(suffixes, pad_id)`: fp32 log-softmax of right-padded suffixes after the prefix (the scorers);
+    - `extend(suffix)`: the PrefixCache of prefix + suffix and the log-probs of the next token (cloze, per item);
+    - `run(rows)`: the cache after prefix + each of equal-length rows, one row each (generation);
+    - `copy(n)`: the prefix's cache repeated for `n` rows.
+
+    The prefix runs on the decoder alone when the model has one (a 262k-vocabulary LM head costs as much as the
+    transformer on CPU), else on the model with one logit row: same keys and values either way. `reuse=False`
+    (or an empty prefix) keeps no cache: `log_probs` then runs prefix + suffix from scratch.
+    """
+
+    def __init__(self, model, ids: Sequence[int], reuse: bool = True):
+        self.model, self.ids, self.device = model, list(ids), _device(model)
+        self.cache_key = _cache_key(model)  # the model's KV cache argument (forward and generate)
+        self.keeps_logits = "logits_to_keep" in _forward_params(model)
+        base = base_model(model)
+        decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+        self.runner = decoder if decoder is not None and decoder is not base else model  # runs cache-only forwards
+        self._runner_key = _cache_key(self.runner)
+        self._runner_keep = {"logits_to_keep": 1} if self.runner is model and self.keeps_logits else {}
+        self.cache = self._forward([self.ids], None) if reuse and self.ids else None
+
+    @property
+    def reuse(self) -> bool:
+        return self.cache is not None
+
+    def copy(self, n: int = 1):
+        """A copy of the prefix's cache repeated for `n` rows."""
+        cache = copy.deepcopy(self.cache)
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+        return cache
+
+    def _ones(self, rows: int, width: int) -> torch.Tensor:
+        return torch.ones((rows, width), dtype=torch.long, device=self.device)
+
+    def _forward(self, rows: list[list[int]], cache):
+        """The cache-only forward of `rows` (equal lengths) after `cache` (already one row each; None: from
+        scratch); the new cache."""
+        past = len(self.ids) if cache is not None else 0
+        kwargs = {self._runner_key: cache} if cache is not None else {}
+        with torch.no_grad():
+            out = self.runner(input_ids=torch.tensor(rows, device=self.device),
+                              attention_mask=self._ones(len(rows), past + len(rows[0])), use_cache=True,
+                              **kwargs, **self._runner_keep)
+        return _out_cache(out)
+
+    def run(self, rows: list[list[int]], after_prefix: bool = True):
+        """The KV cache of prefix + each of `rows` (equal lengths), one row each: one forward of the rows only,
+        on copies of the prefix's cache (rows of no tokens: the copies themselves). `after_prefix=False` runs
+        the rows from scratch (a lockstep rank's stand-in forward)."""
+        if not after_prefix:
+            return self._forward(rows, None)
+        cache = self.copy(len(rows))
+        return self._forward(rows, cache) if rows[0] else cache
+
+    def extend(self, suffix: list[int]) -> tuple[PrefixCache, torch.Tensor]:
+        """The PrefixCache of prefix + `suffix` (one forward of the suffix only, on a copy of this cache) and
+        the fp32 log-probs of the token after it. Needs a reusable cache."""
+        assert self.reuse and suffix
+        ids = self.ids + list(suffix)
+        keep = {"logits_to_keep": 1} if self.keeps_logits else {}
+        with torch.no_grad():
+            out = self.model(input_ids=torch.tensor([suffix], device=self.device),
+                             attention_mask=self._ones(1, len(ids)), use_cache=True,
+                             **{self.cache_key: self.copy()}, **keep)
+        child = copy.copy(self)
+        child.ids, child.cache = ids, _out_cache(out)
+        return child, torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+
+    def log_probs(self, suffixes: list[list[int]], pad_id: int,
+                  last_only: bool = False) -> tuple[torch.Tensor, list[int]]:
+        """fp32 log-softmax over [batch, positions, vocab] of right-padded `suffixes` after the prefix, and each
+        row's suffix length.
+
+        `last_only` keeps only each row's last position ([batch, vocab]): with 262k-token vocabularies the full
+        logits tensor, not the transformer, dominates the cost.
+        """
+        lens = [len(s) for s in suffixes]
+        n, width = len(suffixes), max(lens)
+        ids = torch.full((n, width), pad_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for i, s in enumerate(suffixes):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = sorted({k - 1 for k in lens})
+        keep = {}
+        if last_only and self.keeps_logits:
+            offset = 0 if self.reuse else len(self.ids)
+            keep = {"logits_to_keep": torch.tensor([offset + q for q in positions], device=self.device)}
+        with torch.no_grad():
+            if self.reuse:
+                logits = self.model(input_ids=ids, attention_mask=torch.cat([self._ones(n, len(self.ids)), mask], 1),
+                                    use_cache=True, **{self.cache_key: self.copy(n)}, **keep).logits
+            else:
+                pre = torch.tensor([self.ids] * n, dtype=torch.long, device=self.device)
+                full_ids = torch.cat([pre, ids], 1) if self.ids else ids
+                full_mask = torch.cat([torch.ones_like(pre), mask], 1) if self.ids else mask
+                logits = self.model(input_ids=full_ids, attention_mask=full_mask, use_cache=False, **keep).logits
+                if not keep:
+                    logits = logits[:, len(self.ids):]
+        if last_only:
+            rows = torch.arange(n, device=logits.device)
+            index = {q: k for k, q in enumerate(positions)} if keep else {q: q for q in positions}
+            cols = torch.tensor([index[k - 1] for k in lens], device=logits.device)
+            return torch.log_softmax(logits[rows, cols].float(), dim=-1), lens
+        return torch.log_softmax(logits.float(), dim=-1), lens
