@@ -3,10 +3,12 @@
 `before` is the pure-Python loop the project used until issue 24 (copied here verbatim: random.Random(seed), one
 randrange per draw, the same percentile indices); `after` is the numpy version. Both on the same items, in one
 process, one after the other; best of `--repeats`. Also times the paired bootstrap of a delta (two systems, same
-items). Writes the figures to stdout as JSON and, with --write, a short section at the end of bench/results.md
-(below the hand-written-notes line, replacing an earlier copy of this section).
+items). With --findings, also the whole `eval.py task=findings` report over the release's 46 systems x 4 datasets x
+10 languages at --resamples (load, comparisons + audit, figures; wall and CPU seconds). Writes the figures to stdout
+as JSON and, with --write, a short section at the end of bench/results.md (below the hand-written-notes line,
+replacing an earlier copy of this section).
 
-    python bench/bootstrap_cost.py --items 1000 --resamples 1000 --write
+    python bench/bootstrap_cost.py --items 1000 --resamples 1000 --findings --write
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import math
 import os
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,7 +67,39 @@ def measure(items: int, resamples: int, repeats: int) -> dict:
             "load_avg_1min": os.getloadavg()[0]}
 
 
+def findings_cost(resamples: int, out: Path) -> dict:
+    """Wall / CPU seconds of the findings report's stages (clika.report.findings, as eval.py task=findings runs it)."""
+    from clika.report import findings as fnd
+
+    results = Path(os.environ.get("CLIKA_DATA", ROOT.parent / "shared" / "clika-data")) / "results"
+    stages, t, c = {}, time.perf_counter(), time.process_time()
+
+    def lap(name):
+        nonlocal t, c
+        stages[name] = {"wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - c}
+        t, c = time.perf_counter(), time.process_time()
+
+    systems = fnd.load_systems(results)
+    lap("load")
+    rep = fnd.findings(None, n=resamples, systems=systems)
+    lap("comparisons_and_audit")
+    for r in rep["comparisons"]:
+        fnd.plot_comparison(r, out / fnd.figure_name(r))
+    fnd.plot_bias_heatmap(rep["audit"], out / "position_bias.png")
+    lap("figures")
+    total = {k: sum(s[k] for s in stages.values()) for k in ("wall_s", "cpu_s")}
+    return {"systems": len(systems), "comparisons": len(rep["comparisons"]), "cells": rep["audit"]["summary"]["cells"],
+            "resamples": resamples, "stages": stages, **total}
+
+
 def section(r: dict) -> str:
+    f = r.get("findings")
+    extra = [] if not f else [
+        f"The whole findings report (`eval.py task=findings`: {f['systems']} systems x 4 datasets x 10 languages, "
+        f"{f['comparisons']} comparisons, {f['cells']:,} audited en-CO cells, {f['resamples']:,} resamples per "
+        f"interval), same run: **{f['wall_s']:.1f} s wall** ({f['cpu_s']:.1f} s CPU; target < 60 s) = "
+        + ", ".join(f"{k.replace('_', ' ')} {v['wall_s']:.1f} s" for k, v in f["stages"].items())
+        + " (python start-up and eval.py's imports not included).", ""]
     return "\n".join([
         SECTION, "",
         f"{r['items']:,} items x {r['resamples']:,} resamples, one process, best of {r['repeats']}, measured in one run "
@@ -76,7 +111,7 @@ def section(r: dict) -> str:
         f"Speed-up {r['speedup']:.0f}x. Same percentile indices; the resamples now come from "
         f"numpy.random.default_rng(seed), so an interval differs from the loop's by resampling noise only "
         f"(acc {r['acc']:.3f}: loop [{r['ci_before'][0]:.3f}, {r['ci_before'][1]:.3f}], "
-        f"numpy [{r['ci_after'][0]:.3f}, {r['ci_after'][1]:.3f}]).", ""])
+        f"numpy [{r['ci_after'][0]:.3f}, {r['ci_after'][1]:.3f}]).", "", *extra])
 
 
 def write(r: dict, path: Path = ROOT / "bench" / "results.md") -> None:
@@ -95,9 +130,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--items", type=int, default=1000)
     ap.add_argument("--resamples", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--findings", action="store_true", help="also time the whole findings report")
     ap.add_argument("--write", action="store_true", help="append/replace the section in bench/results.md")
     args = ap.parse_args(argv)
     r = measure(args.items, args.resamples, args.repeats)
+    if args.findings:
+        with tempfile.TemporaryDirectory() as tmp:
+            r["findings"] = findings_cost(args.resamples, Path(tmp))
     print(json.dumps(r, indent=1))
     if args.write:
         write(r)
