@@ -17,7 +17,8 @@ from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from clika.util.paths import is_local_path
-from clika.app.env import cache_root
+from clika.util.cache import cache_root
+from clika.util.atomic import atomic_write_text
 from clika.util.errors import ClikaError
 from clika.models.tiny import TinyConfig, build_tiny, save_folder_atomically
 
@@ -39,6 +40,12 @@ class ModelSpec:
     protocol: dict[str, Any] = field(default_factory=dict)  # the release's inference protocol (clika.protocol)
     allow_unpinned_remote_code: bool = False  # run trust_remote_code without a pinned revision (not recommended)
     gradient_checkpointing: bool = False  # training only: recompute activations in backward (clika.train.module)
+
+    def __post_init__(self) -> None:
+        if self.revision is not None and not isinstance(self.revision, str):  # Hydra reads 1234... / 12e4... as numbers
+            raise ClikaError(f"model.revision: {self.revision!r} was read as a number, not a branch, tag or commit",
+                             fix="quote it: 'model.revision=\"<commit sha>\"' on the command line, revision: "
+                                 "\"<sha>\" in YAML")
 
     def check_remote_code(self) -> None:
         """trust_remote_code runs the hub repository's Python: only at a reviewed, pinned commit."""
@@ -182,16 +189,55 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 
 def weights_digest(*folders: str | Path | None) -> str | None:
     """sha256 over the weight files (name and content) of local model / adapter folders; None when none is
-    local (a hub id: its revision names it)."""
+    local (a hub id: its revision names it). Each file is read once: its digest is kept under the project cache
+    keyed by path, size and mtime (`DIGESTS`)."""
     files = [f for d in folders if d and Path(d).is_dir() for f in sorted(Path(d).iterdir())
              if f.is_file() and f.suffix in WEIGHT_SUFFIXES]
     if not files:
         return None
+    known = _read_digests()
+    seen = dict(known)
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode() + b"\0")
-        h.update(_file_sha256(f))
+        h.update(_known_sha256(f, seen))
+    if seen != known:
+        _write_digests(seen)
     return h.hexdigest()
+
+
+DIGESTS = "weights_sha256.json"  # under cache_root(): {resolved path: [size, mtime_ns, sha256 hex]}
+
+
+def _read_digests() -> dict[str, list]:
+    try:
+        known = json.loads((cache_root() / DIGESTS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none yet, or unreadable: hash again
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def _known_sha256(path: Path, known: dict[str, list]) -> bytes:
+    """A weight file's sha256, read once: reused while its resolved path, size and mtime are unchanged (a
+    rewritten file gets a new mtime and is hashed again); a new digest is added to `known`."""
+    st, key = path.stat(), str(path.resolve())
+    stamp = [st.st_size, st.st_mtime_ns]
+    entry = known.get(key)
+    if isinstance(entry, list) and len(entry) == 3 and entry[:2] == stamp:
+        return bytes.fromhex(entry[2])
+    digest = _file_sha256(path)
+    known[key] = [*stamp, digest.hex()]
+    return digest
+
+
+def _write_digests(known: dict[str, list]) -> None:
+    """Persist the digests (atomic; entries of files that are gone are dropped). A cache that cannot be written
+    (read-only) only costs hashing again next time."""
+    kept = {k: v for k, v in known.items() if Path(k).is_file()}
+    try:
+        atomic_write_text(cache_root() / DIGESTS, json.dumps(kept, indent=0, sort_keys=True) + "\n")
+    except OSError:
+        pass
 
 
 def _file_sha256(path: Path, chunk: int = 1 << 20) -> bytes:
