@@ -230,3 +230,20 @@ def test_bad_comparisons(tmp_path, data_root):
         F.load_comparisons(tmp_path / "missing.yaml")
     with pytest.raises(ClikaError, match="more than one results dir"):
         F.load_systems([tmp_path / "res", tmp_path / "res"])
+
+
+def test_own_run_results_dir_beside_the_release(systems, data_root, tmp_path):
+    """A protocol=paper run's results/<model>/<dataset>/<dir>.jsonl, passed as another results dir, is a system
+    like the 46: it can be named in a comparison and is audited (here: a copy of llama2_7b's x_copa outputs)."""
+    import shutil
+
+    own = tmp_path / "results"
+    shutil.copytree(data_root / "results" / "llama2_7b" / "x_copa", own / "my_run" / "x_copa")
+    both = {**systems, **F.load_systems(own)}
+    path = _yaml(tmp_path / "own.yaml", [{"name": "mine", "base": "llama2_7b", "treated": "my_run",
+                                           "kind": "continued", "targets": ["zh"]}])
+    rep = F.findings(None, path, n=50, systems=both)
+    r = rep["comparisons"][0]
+    assert list(r["datasets"]) == ["x_copa"]
+    assert all(row["acc"]["delta"] == 0 == row["acc"]["lo"] == row["acc"]["hi"] for row in r["datasets"]["x_copa"]["langs"].values())
+    assert sum(f["model"] == "my_run" for f in rep["audit"]["files"]) == 10 and "my_run" in rep["systems"]
