@@ -1,7 +1,10 @@
 """Offline, single-threaded, project-local caches for every test."""
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,11 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("CLIKA_CACHE", str(ROOT / ".cache"))
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Never the user's Hugging Face home (hub cache, token): a throwaway one per session, hub-offline (setup_env below).
+for _k in ("HF_HUB_CACHE", "HF_XET_CACHE", "HF_TOKEN", "HF_TOKEN_PATH", "CLIKA_HF_HOME"):
+    os.environ.pop(_k, None)
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="clika-tests-hf-")
+atexit.register(shutil.rmtree, os.environ["HF_HOME"], True)
 
 from clika.app.env import setup_env  # noqa: E402
 from clika.app.launch import register_resolvers  # noqa: E402

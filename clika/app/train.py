@@ -21,6 +21,7 @@ from omegaconf import DictConfig  # noqa: E402
 from clika.app.checks import check_command_line, friendly_errors  # noqa: E402
 from clika.app.checks.train import COMMANDS  # noqa: E402
 from clika.app.compose import CONF, compose  # noqa: E402
+from clika.app.env import setup_env  # noqa: E402
 from clika.app.help import register_help  # noqa: E402
 from clika.app.launch import register_resolvers  # noqa: E402
 
@@ -38,6 +39,7 @@ def hydra_main(cfg: DictConfig):
 
 
 def main(argv: list[str] | None = None) -> None:
+    setup_env()  # before huggingface_hub is imported: it reads CLIKA_HF_HOME's HF_HUB_CACHE once (clika/app/env.py)
     friendly_errors(check_command_line)(sys.argv[1:] if argv is None else argv, CONF, partial(compose, "train"),
                                         "train.py")
     hydra_main()

@@ -113,7 +113,8 @@ def jsonl_dataset(name: str, directory: str | Path) -> DatasetInfo:
 def check_root(root: str | Path | None) -> Path:
     if root is None or str(root) in ("", "None", "null"):
         raise ClikaError("paths.clika_data is not set",
-                         fix="export CLIKA_DATA=/path/to/clika-data (a clone of the official release)")
+                         fix="python eval.py task=get_data (fetches and verifies the official release into the cache, "
+                             "used from then on), or export CLIKA_DATA=/path/to/clika-data (a copy of the release)")
     path = Path(root).expanduser()
     if not path.is_dir():
         raise ClikaError(f"data root '{path}' does not exist",

@@ -1,5 +1,6 @@
-"""Loggers of a training run: which ones (conf/logger), the W&B run id kept per run dir, W&B online with a
-fallback to offline, and a CSV logger whose header rewrites are atomic."""
+"""Loggers of a training run: which ones (conf/logger), the W&B run id kept per run dir, W&B in the mode the
+user's setup gives (clika.app.env.wandb_mode) with a fallback to offline, and a CSV logger whose header rewrites
+are atomic."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig, OmegaConf
 
 from clika.util.jsonl import atomic_write_text
+from clika.app.env import wandb_mode
 from clika.app.launch import global_rank
 from clika.train.cluster.recovery import warn_recovered
 from clika.train.cluster.wandb_lifecycle import guarded
@@ -66,10 +68,25 @@ def finish_wandb(trainer: pl.Trainer) -> str | None:
     return None
 
 
+def wandb_mode_note(trainer: pl.Trainer) -> str | None:
+    """Which mode the fit's W&B run used and why, in one line ('offline: no W&B credentials ...'); None without
+    W&B."""
+    for logger in trainer.loggers:
+        if isinstance(logger, ResilientWandbLogger):
+            return f"{logger.mode}: {logger.mode_reason}"
+        if isinstance(logger, WandbLogger):  # Lightning's own, as `_target_`: W&B decides (WANDB_MODE, else online)
+            return "offline: logger.wandb.offline=true" if logger._offline else \
+                f"{os.environ.get('WANDB_MODE') or 'online'}: Lightning's WandbLogger (WANDB_MODE, else online)"
+    return None
+
+
 class ResilientWandbLogger(WandbLogger):
-    """WandbLogger whose first `wandb.init` is bounded by `init_timeout` seconds; on any failure (no server,
-    bad key, timeout) it warns and continues offline in the same dir with the same run id (sync later with
-    `wandb sync <run_dir>/wandb/offline-run-*`)."""
+    """WandbLogger in the mode of the user's W&B setup unless the config sets one (`logger.wandb.mode` /
+    `offline`): WANDB_MODE, else online when W&B has credentials for its base URL (WANDB_API_KEY, the netrc entry
+    of `wandb login`), else offline (`clika.app.env.wandb_mode`). Its first online `wandb.init` is bounded by
+    `init_timeout` seconds; on any failure (no server, bad key, timeout) it warns and continues offline in the
+    same dir with the same run id (sync later with `wandb sync <run_dir>/wandb/offline-run-*`). `mode` and
+    `mode_reason` say what it did and why (the training summary prints them)."""
 
     def __init__(self, *args, init_timeout: float = 10.0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -77,6 +94,14 @@ class ResilientWandbLogger(WandbLogger):
             self._wandb_init.pop("anonymous", None)
         self.init_timeout = float(init_timeout)
         self.fell_back_offline = False
+        if self._offline:
+            self.mode, self.mode_reason = "offline", "logger.wandb.offline=true"
+        elif self._wandb_init.get("mode"):
+            self.mode = str(self._wandb_init["mode"])
+            self.mode_reason = f"logger.wandb.mode={self.mode}"
+        else:
+            self.mode, self.mode_reason = wandb_mode()
+            self._wandb_init["mode"] = self.mode
 
     @property
     def experiment(self):  # noqa: D401 - same contract as WandbLogger.experiment
@@ -84,8 +109,7 @@ class ResilientWandbLogger(WandbLogger):
             return self._experiment
         import wandb  # deferred: 0.3 s of `python -X importtime` in every process of a run that logs to CSV only
 
-        mode = self._wandb_init.get("mode") or os.environ.get("WANDB_MODE", "online")
-        if mode in ("offline", "dryrun", "disabled") or getattr(self, "_offline", False):
+        if self.mode in ("offline", "dryrun", "disabled") or self._offline:
             return super().experiment
         settings = self._wandb_init.get("settings")
         try:
@@ -97,8 +121,8 @@ class ResilientWandbLogger(WandbLogger):
             return super().experiment
         except Exception as e:  # noqa: BLE001 - any online failure: keep training, offline
             first = str(e).splitlines()[0][:200] if str(e) else ""
-            warn_recovered(f"W&B online failed ({type(e).__name__}: {first}); "
-                           f"continuing offline (upload later: wandb sync {self._save_dir or '.'}/wandb/offline-run-*)")
+            warn_recovered(f"W&B online ({self.mode_reason}) failed ({type(e).__name__}: {first}); continuing "
+                           f"offline (upload later: wandb sync {self._save_dir or '.'}/wandb/offline-run-*)")
             try:
                 wandb.teardown()  # the failed online run holds its id in the service process
             except Exception:  # noqa: BLE001
@@ -108,6 +132,8 @@ class ResilientWandbLogger(WandbLogger):
             self._wandb_init.pop("settings", None)
             os.environ["WANDB_MODE"] = "offline"
             self.fell_back_offline = True
+            self.mode = "offline"
+            self.mode_reason = f"online failed ({type(e).__name__}), fell back to offline; online because {self.mode_reason}"
             return super().experiment
 
     def log_metrics(self, metrics, step=None):  # a W&B service killed by SLURM's SIGTERM must not crash the job

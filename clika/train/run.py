@@ -36,7 +36,7 @@ from clika.train.checkpointing import last_checkpoint, resolve_resume
 from clika.train.callbacks.clika_eval import ClikaEvalCallback
 from clika.train.data.datamodule import MixtureDataModule
 from clika.train.export import export_checkpoint
-from clika.train.loggers import build_loggers, finish_wandb
+from clika.train.loggers import build_loggers, finish_wandb, wandb_mode_note
 from clika.train.module import CausalLMModule, check_context
 from clika.train.cluster.run_lock import acquire
 from clika.train.cluster.slurm_requeue import cluster_plugins
@@ -208,7 +208,7 @@ def _fit(cfg: DictConfig, spec: ModelSpec, method: dict, dm, run_dir: Path) -> d
         if cfg.export.enabled and ckpt:
             result["export"] = export_checkpoint(ckpt, spec, method, run_dir / "export", cfg.export.merge,
                                                  training=_training(cfg))
-        result["wandb"] = finish_wandb(trainer)
+        result["wandb"], result["wandb_mode"] = finish_wandb(trainer), wandb_mode_note(trainer)
         atomic_write_text(run_dir / "train_summary.json", json.dumps(result, indent=2, default=str) + "\n")
         print_summary(result)
     return result
@@ -231,8 +231,9 @@ def print_summary(result: dict[str, Any]) -> None:
         lines.append(f"packing      {', '.join(packing)} of tokens kept, no padding")
     files = [*sorted(run_dir.glob("alignment.csv")), *sorted(run_dir.glob("*.png")), *result.get("log_files", [])]
     lines += [f"{'file':<12} {p}" for p in files]  # this run's own files (no earlier W&B media or CSV versions)
-    if result["wandb"]:
-        lines.append(f"wandb        {result['wandb']}  (upload: wandb sync {result['wandb']})")
+    if result["wandb"]:  # one line: where, which mode and why (clika.train.loggers.wandb_mode_note)
+        upload = f"; upload: wandb sync {result['wandb']}" if "offline-run-" in result["wandb"] else ""
+        lines.append(f"wandb        {result['wandb']}  ({result.get('wandb_mode')}{upload})")
     table = start_end_table(read_rows(run_dir / "alignment.csv"))
     print("\n== training summary ==\n" + "\n".join(lines) + ("\n\n" + table if table else ""), flush=True)
 

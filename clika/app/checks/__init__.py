@@ -73,7 +73,7 @@ def run_train_checks(cfg: Any, hydra_cfg: Any = None, env: Mapping[str, str] | N
 def run_eval_checks(cfg: Any) -> None:
     check_renamed(cfg)
     check_missing_values(cfg)
-    check_eval(get(cfg, "clika"))
+    check_eval(get(cfg, "clika"), need_root=get(cfg, "task") in ("evaluate", "dump_prompts"))  # they load items
 
 
 def run_checks(cfg: Any, hydra_cfg: Any = None, env: Mapping[str, str] | None = None) -> None:

@@ -33,13 +33,17 @@ def check_data_layout(root: str | Path, datasets: list[str], langs: list[str], l
                                  fix=f"drop '{lang}' from {langs_key}, or restore the folder")
 
 
-def check_eval(suite: Any, need_data: bool = False, langs_key: str = "clika.langs") -> None:
+def check_eval(suite: Any, need_data: bool = False, langs_key: str = "clika.langs", need_root: bool = False) -> None:
     """`need_data`: the data root must exist with the datasets' folders (training's callback loads its items at
-    setup); `langs_key` names where the languages were set (training: callbacks.clika.langs)."""
+    setup); `need_root`: the data root must be set when a release dataset is selected (eval.py's tasks that load
+    items: it fails before the config tree is printed); `langs_key` names where the languages were set (training:
+    callbacks.clika.langs)."""
     if suite is None:
         return
     if OmegaConf.is_config(suite):
         suite = OmegaConf.to_container(suite, resolve=True)
+    if need_root and any(d in REGISTRY for d in (REGISTRY if suite.get("datasets") is None else suite["datasets"])):
+        check_root(suite.get("data_root"))
     # Deferred: clika.scoring.suite imports torch (1.2 s of `python -X importtime`), which a config error found by an
     # earlier check never needs (`python train.py data.block_size=1` ends in 0.5 s; importing it first adds 1.2 s).
     from clika.scoring.suite import Suite

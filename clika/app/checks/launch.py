@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from clika.app.checks.core import as_int, fail, get, leading_int
+from clika.app.env import netrc_path, wandb_base_url, wandb_credentials, wandb_mode
 from clika.app.launch import cluster_environment
 
 
@@ -37,16 +37,6 @@ def is_multirun(hydra_cfg: Any) -> bool:
         return False
     mode = get(hydra_cfg, "mode")
     return str(getattr(mode, "name", mode)).upper() == "MULTIRUN"
-
-
-def netrc_has_wandb(env: Mapping[str, str] | None = None) -> bool:
-    e = _environ(env)
-    path = Path(e.get("NETRC") or Path(e.get("HOME") or Path.home()) / ".netrc")
-    try:
-        return "api.wandb.ai" in path.read_text() or bool(e.get("WANDB_BASE_URL") and
-                                                           e["WANDB_BASE_URL"].split("//")[-1] in path.read_text())
-    except OSError:
-        return False
 
 
 def check_cluster(cfg: Any, hydra_cfg: Any, env: Mapping[str, str]) -> None:
@@ -128,10 +118,10 @@ def check_wandb(cfg: Any, env: Mapping[str, str]) -> None:
     if get(node, "offline", False):
         mode = "offline"
     if not mode:
-        mode = env.get("WANDB_MODE") or ("online" if env.get("WANDB_API_KEY") else "offline")
-    if mode in ("online", "run") and not env.get("WANDB_API_KEY") and not netrc_has_wandb(env):
+        mode = wandb_mode(env)[0]
+    if mode in ("online", "run") and not wandb_credentials(env):
         fail("logger.wandb", "W&B is online (WANDB_MODE / logger.wandb.mode) but no credentials were found "
-             "(WANDB_API_KEY, ~/.netrc)",
+             f"(WANDB_API_KEY, {netrc_path(env)} for {wandb_base_url(env)})",
              "export WANDB_API_KEY=... or run `wandb login` on the submit host; or keep WANDB_MODE=offline and "
              "upload later with launch/wandb_sync.sh")
 
