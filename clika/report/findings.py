@@ -353,7 +353,9 @@ def markdown(rep: Mapping) -> str:
     for r in rep["comparisons"]:
         out += [f"## {r['name']} ({r['kind']}; targets {', '.join(r['targets'])})", "",
                 f"Claim: {r['claim']}. **{_word(r['verdict']['supported'])}**: {r['verdict']['sentence']}. "
-                f"With en-CO excess: **{_word(r['verdict_excess']['supported'])}**. Figure: `{figure_name(r)}`.", "",
+                f"With en-CO replaced by its excess over the letter-only baseline: "
+                f"**{_word(r['verdict_excess']['supported'])}** ({r['verdict_excess']['sentence']}). "
+                f"Figure: `{figure_name(r)}`.", "",
                 "| dataset | lang | acc base | acc treated | Δacc | RA base | RA treated | en-CO base | en-CO treated | "
                 "Δen-CO | Δen-CO excess |", "|---|---|---:|---:|---|---:|---:|---:|---:|---|---|"]
         for ds, d in r["datasets"].items():
