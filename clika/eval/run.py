@@ -11,16 +11,17 @@ from clika.util.errors import ClikaError
 
 # The tasks of eval.py, for `--help` without importing them (torch); `run` dispatches on exactly these.
 COMMANDS = ("evaluate", "dump_prompts", "rescore", "curves", "get_data", "make_fictional", "conductivity",
-            "findings")
+            "findings", "checkpoints")
 
 
 def tasks() -> dict:
     # Deferred: eval.py imports this module for --help and before its config checks; the tasks import torch and
     # transformers (9 s of `python -X importtime` on the 2-core dev machine), which neither needs.
     from clika.eval.evaluate import evaluate
+    from clika.eval.checkpoints import checkpoints
     from clika.eval.commands import COMMANDS as SIDE
 
-    table = {"evaluate": evaluate, **SIDE}
+    table = {"evaluate": evaluate, **SIDE, "checkpoints": checkpoints}
     assert tuple(table) == COMMANDS, f"clika/eval/run.py COMMANDS {COMMANDS} != the tasks {tuple(table)}"
     return table
 
