@@ -1,13 +1,23 @@
 """Offline, single-threaded, project-local caches for every test."""
 
 import atexit
+import io
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager, redirect_stderr
+from functools import partial
 from pathlib import Path
 
 import pytest
+from hydra import initialize_config_dir
+from hydra._internal.callbacks import Callbacks  # what Hydra's run/multirun call the hydra.callbacks through
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import open_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -20,6 +30,8 @@ for _k in ("HF_HUB_CACHE", "HF_XET_CACHE", "HF_TOKEN", "HF_TOKEN_PATH", "CLIKA_H
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="clika-tests-hf-")
 atexit.register(shutil.rmtree, os.environ["HF_HOME"], True)
 
+from clika.app.checks import check_command_line, friendly_errors  # noqa: E402
+from clika.app.compose import CONF, compose  # noqa: E402
 from clika.app.env import setup_env  # noqa: E402
 from clika.app.launch import register_resolvers  # noqa: E402
 
@@ -75,3 +87,106 @@ def train_cfg(tmp_path):
                                                *TRAIN_TEST_OVERRIDES, *overrides])
 
     return make
+
+
+# ---- the command line: one subprocess runner, one error-line format, and the in-process equivalent ----
+def cli(script: str, *args: str, run_dir: Path | None = None, env: dict | None = None, cwd: Path = ROOT,
+        timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python <script> [hydra.run.dir=<run_dir>] <args>` as a user runs it: offline W&B, one OpenMP thread,
+    CLIKA_DEBUG unset (unless `env` sets it); `env` adds to (a value None removes from) the current environment."""
+    e = {k: v for k, v in os.environ.items() if k != "CLIKA_DEBUG"}
+    e.update(OMP_NUM_THREADS="1", WANDB_MODE="offline")
+    for k, v in (env or {}).items():
+        if v is None:
+            e.pop(k, None)
+        else:
+            e[k] = str(v)
+    argv = [sys.executable, script, *([f"hydra.run.dir={run_dir}"] if run_dir is not None else []), *args]
+    return subprocess.run(argv, cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line(stderr: str, *fragments: str) -> str:
+    """The one-line error format (clika/app/checks/core.py `report`): exactly one `error: <key>: ... — fix: ...`
+    line holding every fragment, and no traceback. Returns the line."""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, stderr[-3000:]
+    assert " — fix: " in errors[0], errors[0]
+    for f in fragments:
+        assert f in errors[0], (f, errors[0])
+    return errors[0]
+
+
+@contextmanager
+def _as_command_line(script: str, argv: list[str], env: dict | None):
+    """sys.argv and the environment as `python <script> <argv>` (with `env`) would have them."""
+    saved_argv, saved_env = sys.argv, dict(os.environ)
+    sys.argv = [script, *argv]
+    os.environ.pop("CLIKA_DEBUG", None)
+    for k, v in (env or {}).items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = str(v)
+    try:
+        yield
+    finally:
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def _hydra_front(script: str, argv: list[str], job: bool) -> None:
+    """What `python <script> <argv>` runs before the job (clika/app/<app>.py `main`, then Hydra's `run` /
+    `multirun` up to the callbacks' on_run_start / on_multirun_start), and with `job` the job itself on the
+    config Hydra passes it (no `hydra` node, HydraConfig set, paths.output_dir = the run dir)."""
+    app = Path(script).stem
+    friendly_errors(check_command_line)(argv, CONF, partial(compose, app), f"{app}.py")
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    overrides = [a for a in argv if a not in ("-m", "--multirun")]
+    mode = RunMode.MULTIRUN if multirun else RunMode.RUN
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = GlobalHydra.instance().hydra.compose_config(app, overrides, run_mode=mode, from_shell=True,
+                                                          with_log_configuration=False)
+    if cfg.hydra.mode is None:
+        cfg.hydra.mode = mode
+    callbacks = Callbacks(cfg)
+    if multirun:
+        callbacks.on_multirun_start(config=cfg, config_name=app)
+        return
+    callbacks.on_run_start(config=cfg, config_name=app)
+    if not job:
+        return
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(cfg.hydra.run.dir)
+    task_cfg = cfg.copy()
+    with open_dict(task_cfg):
+        del task_cfg["hydra"]
+    HydraConfig.instance().set_config(cfg)
+    try:  # deferred: the jobs import Lightning / transformers
+        if app == "train":
+            from clika.train.run import main as run_job
+        else:
+            from clika.eval.run import run
+
+            run_job = friendly_errors(run)  # = clika/app/eval.py run_checked
+        run_job(task_cfg)
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+def check_config_error(script: str, overrides: list[str] | tuple[str, ...] = (), *, env: dict | None = None,
+                       job: bool = False) -> str:
+    """In-process `python <script> <overrides>` that must stop with a user error: runs what the entry point runs
+    before the job (the command-line checks in `friendly_errors`, then Hydra's composition and the ConfigChecks
+    callback; with `job=True` the job too), expects exit 2, and returns stderr (the one-line error, plus the
+    traceback in debug). `env` sets (None: removes) variables for the call, CLIKA_DEBUG unset unless given."""
+    err = io.StringIO()
+    try:
+        with _as_command_line(script, list(overrides), env), redirect_stderr(err):
+            _hydra_front(script, list(overrides), job)
+    except SystemExit as e:
+        assert e.code == 2, (e.code, err.getvalue()[-3000:])
+        return err.getvalue()
+    pytest.fail(f"{script} {' '.join(overrides)}: no error{' before the job' if not job else ''}; stderr: "
+                f"{err.getvalue()[-3000:]}")

@@ -1,8 +1,6 @@
 """The one checks module (clika/checks): config errors end before any run dir exists, for train.py and eval.py,
 through one Hydra callback and one wrapper; one meaning of the debug flag."""
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,15 +9,9 @@ from omegaconf import OmegaConf
 
 from clika.app.checks import ConfigChecks, friendly_errors, is_debug, run_checks
 from clika.util.errors import ClikaError
+from conftest import assert_one_line, check_config_error
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _cli(script: str, *args: str, run_dir: Path, **env) -> subprocess.CompletedProcess:
-    e = {k: v for k, v in os.environ.items() if k != "CLIKA_DEBUG"}
-    e.update(OMP_NUM_THREADS="1", WANDB_MODE="offline", **env)
-    return subprocess.run([sys.executable, script, f"hydra.run.dir={run_dir}", *args], cwd=ROOT, env=e,
-                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("script,args,needle", [
@@ -31,20 +23,19 @@ def _cli(script: str, *args: str, run_dir: Path, **env) -> subprocess.CompletedP
 ])
 def test_config_errors_end_before_the_run_dir_exists(tmp_path, script, args, needle):
     run_dir = tmp_path / "run"
-    proc = _cli(script, *args, run_dir=run_dir)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
-    assert len(errors) == 1 and errors[0].startswith(needle) and "fix:" in errors[0], proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr and "Callback ConfigChecks" not in proc.stderr
+    stderr = check_config_error(script, [f"hydra.run.dir={run_dir}", *args])
+    assert assert_one_line(stderr).startswith(needle), stderr[-3000:]
+    assert "Callback ConfigChecks" not in stderr
     assert not run_dir.exists()  # no run dir, no train.log, no csv/, no W&B run
 
 
 def test_debug_adds_the_traceback_and_still_exits_2(tmp_path):
     for env in ({"CLIKA_DEBUG": "1"}, {}):
         extra = [] if env else ["traceback=true"]
-        proc = _cli("train.py", "data.block_size=1", *extra, run_dir=tmp_path / "run", **env)
-        assert proc.returncode == 2 and "Traceback" in proc.stderr and "ClikaError" in proc.stderr
-        assert proc.stderr.rstrip().splitlines()[-1].startswith("error: data.block_size")
+        stderr = check_config_error("train.py", [f"hydra.run.dir={tmp_path / 'run'}", "data.block_size=1", *extra],
+                                    env=env)
+        assert "Traceback" in stderr and "ClikaError" in stderr
+        assert stderr.rstrip().splitlines()[-1].startswith("error: data.block_size")
 
 
 @pytest.mark.parametrize("value,debug", [("", False), ("0", False), ("false", False), ("False", False),

@@ -16,27 +16,22 @@ from clika.app.checks.overrides import check_overrides
 from clika.app.checks.resume import check_resume
 from clika.app.checks.train import check_accelerator
 from clika.util.errors import ClikaError
+from conftest import assert_one_line, check_config_error, cli
 
 ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "clika-data"  # CLIKA_DATA when unset, as .ci/run sets it
 
 
-def _cli(script: str, *args: str, run_dir: Path, **env) -> subprocess.CompletedProcess:
-    e = {k: v for k, v in os.environ.items() if k != "CLIKA_DEBUG"}
-    e.setdefault("CLIKA_DATA", str(ROOT.parent / "shared" / "clika-data"))  # as .ci/run sets it
-    e.update(OMP_NUM_THREADS="1", WANDB_MODE="offline", **env)
-    return subprocess.run([sys.executable, script, f"hydra.run.dir={run_dir}", *args], cwd=ROOT, env=e,
-                          capture_output=True, text=True, timeout=300)
-
-
-def _one_line(proc, run_dir: Path, *needles: str) -> str:
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
-    assert len(errors) == 1 and "— fix: " in errors[0], proc.stderr[-3000:]
-    for n in needles:
-        assert n in errors[0], (n, errors[0])
+def _one_line(stderr: str, run_dir: Path, *needles: str) -> str:
+    line = assert_one_line(stderr, *needles)
     assert not run_dir.exists()  # no run dir, train.log, csv/ or W&B run
-    return errors[0]
+    return line
+
+
+def _error(script: str, *args: str, run_dir: Path, **env) -> str:
+    """stderr of the in-process `python <script> hydra.run.dir=<run_dir> <args>` (exit 2)."""
+    return check_config_error(script, [f"hydra.run.dir={run_dir}", *args],
+                              env={"CLIKA_DATA": os.environ.get("CLIKA_DATA", str(DATA)), **env})
 
 
 @pytest.mark.parametrize("script,args,needles", [
@@ -55,13 +50,13 @@ def _one_line(proc, run_dir: Path, *needles: str) -> str:
 ])
 def test_config_mistakes_are_one_line_before_the_run_dir(tmp_path, script, args, needles):
     run_dir = tmp_path / "run"
-    _one_line(_cli(script, *args, run_dir=run_dir), run_dir, *needles)
+    _one_line(_error(script, *args, run_dir=run_dir), run_dir, *needles)
 
 
 def test_an_empty_data_root_blames_the_data_path(tmp_path):
     run_dir, empty = tmp_path / "run", tmp_path / "empty"
     empty.mkdir()
-    line = _one_line(_cli("train.py", run_dir=run_dir, CLIKA_DATA=str(empty)), run_dir)
+    line = _one_line(_error("train.py", run_dir=run_dir, CLIKA_DATA=str(empty)), run_dir)
     assert line.startswith(f"error: paths.clika_data: '{empty}' holds none of") and "CLIKA_DATA" in line
     assert "drop 'en'" not in line
 
@@ -70,14 +65,14 @@ def test_an_empty_data_root_blames_the_data_path(tmp_path):
 def test_trainer_kwarg_typo_and_gpu_trainer_without_gpu(tmp_path):
     """Both import Lightning / torch to decide (a few seconds each)."""
     run_dir = tmp_path / "run"
-    _one_line(_cli("train.py", "+trainer.max_step=2", run_dir=run_dir), run_dir,
+    _one_line(_error("train.py", "+trainer.max_step=2", run_dir=run_dir), run_dir,
               "did you mean trainer.max_steps?", "fix: trainer.max_steps=2")
-    out = _cli("train.py", "+trainer.fast_dev_run=true", "--cfg", "job", run_dir=run_dir)
+    out = cli("train.py", "+trainer.fast_dev_run=true", "--cfg", "job", run_dir=run_dir)
     assert out.returncode == 0 and "fast_dev_run: true" in out.stdout  # a real Trainer argument stays allowed
     import torch
 
     if not torch.cuda.is_available():
-        _one_line(_cli("train.py", "trainer=gpu", run_dir=run_dir), run_dir, "error: trainer=gpu: this machine has "
+        _one_line(_error("train.py", "trainer=gpu", run_dir=run_dir), run_dir, "error: trainer=gpu: this machine has "
                   "no GPU", "trainer=cpu")
 
 
@@ -139,11 +134,10 @@ def test_help_lists_presets_tasks_and_examples_without_train_groups_in_eval():
 
 
 def test_a_train_only_preset_given_to_eval_is_refused_in_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "eval.py", "debug=fast", f"hydra.run.dir={tmp_path}/run"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    stderr = check_config_error("eval.py", ["debug=fast", f"hydra.run.dir={tmp_path}/run"])
+    assert "Traceback" not in stderr, stderr
     assert ("error: debug=fast is a train.py preset: it sets callbacks, trainer, which eval.py does not have — "
-            "fix: use one of ['default'] with eval.py, or run train.py debug=fast") in r.stderr.splitlines(), r.stderr
+            "fix: use one of ['default'] with eval.py, or run train.py debug=fast") in stderr.splitlines(), stderr
     assert not (tmp_path / "run").exists()
 
 

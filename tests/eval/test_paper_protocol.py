@@ -3,8 +3,6 @@ code as the 46 published systems, one-line errors; gemma3_270m (slow): the proto
 per-item loop on 100 items of x_copa / x_geo in en and zh, and its accuracy next to the letter protocol's."""
 
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,11 +13,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "scoring"))
 from test_generate import llama_model_loop  # noqa: E402  (the plain copy of the release's loop)
 
+from conftest import assert_one_line, check_config_error, cli  # noqa: E402
+
 
 def run_eval(args, data_root, tmp_path):
-    env = {**os.environ, "CLIKA_DATA": str(data_root), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "eval.py", f"paths.log_dir={tmp_path}/logs", "print_config=false",
-                           "threads=1", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return cli("eval.py", f"paths.log_dir={tmp_path}/logs", "print_config=false", "threads=1", *args,
+               env={"CLIKA_DATA": data_root}, timeout=600)
 
 
 def test_paper_protocol_run_is_rescored_to_its_own_accuracies(data_root, tmp_path):
@@ -61,10 +60,11 @@ def test_paper_protocol_run_is_rescored_to_its_own_accuracies(data_root, tmp_pat
     (["model.trust_remote_code=true"], ["model.revision"]),
 ])
 def test_bad_input_one_line_naming_the_key_exit_2(data_root, tmp_path, args, needles):
-    proc = run_eval([*args, f"hydra.run.dir={tmp_path}/run"], data_root, tmp_path)
-    lines = [l for l in proc.stderr.strip().splitlines() if l.startswith("error:")]
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
-    assert all(n in lines[0] for n in needles) and "fix:" in lines[0], lines[0]
+    """In-process: what run_eval's command line runs up to the error (tests/conftest.py check_config_error)."""
+    stderr = check_config_error("eval.py", [f"paths.log_dir={tmp_path}/logs", "print_config=false", "threads=1",
+                                            *args, f"hydra.run.dir={tmp_path}/run"],
+                                env={"CLIKA_DATA": str(data_root)}, job=True)
+    assert_one_line(stderr, *needles)
     assert not (tmp_path / "run" / "results.json").exists()
 
 

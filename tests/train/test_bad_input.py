@@ -1,8 +1,10 @@
 """Bad input on purpose: each case gives one line naming the file / line / config key and the fix, exit code 2
 (ClikaError), no traceback unless asked for, and nothing half-written.
 
-Routes: `python train.py` / `python eval.py` subprocesses (the real CLI), or `clika.train.run.main(cfg)` on the
-config the CLI composes (the same code after Hydra; it exits 2 through the same handler). Checks are also
+Routes: `check_config_error` (tests/conftest.py: in-process, what `python train.py` / `python eval.py` run before
+the job, and with job=True the job), one `python train.py` / `python eval.py` subprocess each (the real CLI), or
+`clika.train.run.main(cfg)` on the config the CLI composes (the same code after Hydra; it exits 2 through the same
+handler). Checks are also
 exercised through their functions in clika/app/checks/ (model-free) and clika/train/module.py (those needing the model).
 (Cases already covered in tests/test_datasets.py / tests/test_eval_cli.py are reached here by another path.)
 """
@@ -11,17 +13,14 @@ import importlib
 import inspect
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from clika.util.errors import ClikaError
+from conftest import assert_one_line, check_config_error, cli
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
 
 
 def clika_callback(data_root, datasets: str, *extra: str) -> list[str]:
@@ -32,28 +31,9 @@ def clika_callback(data_root, datasets: str, *extra: str) -> list[str]:
 SMALL = ["data.block_size=32", "export.enabled=false", "trainer.limit_val_batches=0", "trainer.max_steps=1"]
 
 
-def _env(**extra) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    env.pop("CLIKA_DEBUG", None)
-    env.update(extra)
-    return env
-
-
-def cli(script: str, *args: str, tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, script, f"hydra.run.dir={tmp_path / 'run'}", *args], cwd=ROOT,
-                          env=env or _env(), capture_output=True, text=True, timeout=300)
-
-
-def assert_one_line(stderr: str, *needles: str) -> str:
-    """The error line is the last line of stderr, alone of its kind, with the key/file and the fix."""
-    assert "Traceback" not in stderr, stderr[-3000:]
-    errors = [l for l in stderr.splitlines() if l.startswith("error: ")]
-    assert len(errors) == 1, stderr[-3000:]
-    line = errors[0]
-    assert "fix:" in line, line
-    for n in needles:
-        assert n in line, (n, line)
-    return line
+def _error(script: str, *args: str, tmp_path: Path, env: dict | None = None, job: bool = False) -> str:
+    """stderr of the in-process `python <script> hydra.run.dir=<tmp_path>/run <args>` (exit 2)."""
+    return check_config_error(script, [f"hydra.run.dir={tmp_path / 'run'}", *args], env=env, job=job)
 
 
 def nothing_half_written(run_dir: Path) -> None:
@@ -129,43 +109,41 @@ def test_bad_training_config(train_cfg, capsys, case):
 
 # ------------------------------------------------------------------ train: the real CLI
 def test_train_cli_one_line_exit_2_and_traceback_on_request(tmp_path):
+    """The train.py smoke test of the exit-2 path (a real process); the debug variants in-process."""
     args = [*SMALL, "+data.mix.weights.de=1.0"]
-    proc = cli("train.py", *args, tmp_path=tmp_path)
+    proc = cli("train.py", *args, run_dir=tmp_path / "run")
     assert proc.returncode == 2
     assert_one_line(proc.stderr, "data.mix.weights", "differ from sources")
     nothing_half_written(tmp_path / "run")
-    debug = cli("train.py", *args, tmp_path=tmp_path, env=_env(CLIKA_DEBUG="1"))
-    assert debug.returncode != 0 and "Traceback" in debug.stderr and "ClikaError" in debug.stderr
+    debug = _error("train.py", *args, tmp_path=tmp_path, env={"CLIKA_DEBUG": "1"})
+    assert "Traceback" in debug and "ClikaError" in debug
 
 
 @pytest.mark.skipif("traceback" not in (ROOT / "conf" / "train.yaml").read_text(),
                     reason="hook-up pending: conf/train.yaml has no `traceback` key (README promises traceback=true)")
 def test_train_cli_traceback_flag(tmp_path):
-    proc = cli("train.py", *SMALL, "+data.mix.weights.de=1.0", "traceback=true", tmp_path=tmp_path)
-    assert proc.returncode != 0 and "Traceback" in proc.stderr
+    stderr = _error("train.py", *SMALL, "+data.mix.weights.de=1.0", "traceback=true", tmp_path=tmp_path)
+    assert "Traceback" in stderr
 
 
 def test_train_cli_unknown_dataset_in_the_alignment_callback(tmp_path, data_root):
-    proc = cli("train.py", *SMALL, *clika_callback(data_root, "[x_nope]"), "logger=csv",
-               tmp_path=tmp_path)
-    assert proc.returncode == 2
-    assert_one_line(proc.stderr, "clika.datasets", "unknown dataset 'x_nope'")
+    stderr = _error("train.py", *SMALL, *clika_callback(data_root, "[x_nope]"), "logger=csv", tmp_path=tmp_path)
+    assert_one_line(stderr, "clika.datasets", "unknown dataset 'x_nope'")
     nothing_half_written(tmp_path / "run")
 
 
 def test_train_cli_data_root_does_not_exist(tmp_path):
-    proc = cli("train.py", *SMALL, *clika_callback(tmp_path / "no_data", "[x_geo]"),
-               "logger=csv", tmp_path=tmp_path)
-    assert proc.returncode == 2
-    assert_one_line(proc.stderr, str(tmp_path / "no_data"), "does not exist", "CLIKA_DATA")
+    stderr = _error("train.py", *SMALL, *clika_callback(tmp_path / "no_data", "[x_geo]"), "logger=csv",
+                    tmp_path=tmp_path)
+    assert_one_line(stderr, str(tmp_path / "no_data"), "does not exist", "CLIKA_DATA")
     nothing_half_written(tmp_path / "run")
 
 
 def test_unknown_experiment_and_model_preset(tmp_path):
     """train.py / eval.py check group choices before Hydra composes: one line naming the group and the choices."""
-    proc = cli("train.py", "experiment=nope", tmp_path=tmp_path)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "experiment: unknown preset 'nope'" in proc.stderr and "mixed_pretrain_zh" in proc.stderr
+    stderr = _error("train.py", "experiment=nope", tmp_path=tmp_path)
+    assert "Traceback" not in stderr
+    assert "experiment: unknown preset 'nope'" in stderr and "mixed_pretrain_zh" in stderr
     assert not (tmp_path / "run").exists()
     from clika.app.checks import check_group_choices
 
@@ -198,11 +176,10 @@ def test_deepspeed_settings_that_contradict_the_trainer(tmp_path):
         assert needle in str(err.value)
     check_deepspeed_trainer({**zero2, "kwargs": {"config": {"gradient_accumulation_steps": 1}}}, trainer, 8)
     check_deepspeed_trainer({"name": "ddp"}, {"gradient_clip_algorithm": "value"}, 8)
-    # the real CLI: the checks run as a Hydra callback, before the run dir is created
-    proc = cli("train.py", "strategy=deepspeed_zero2", "trainer.accelerator=cpu",
-               "+trainer.gradient_clip_algorithm=value", tmp_path=tmp_path)
-    assert proc.returncode == 2
-    assert_one_line(proc.stderr, "trainer.gradient_clip_algorithm", "norm only")
+    # the command line: the checks run as a Hydra callback, before the run dir is created
+    stderr = _error("train.py", "strategy=deepspeed_zero2", "trainer.accelerator=cpu",
+                    "+trainer.gradient_clip_algorithm=value", tmp_path=tmp_path)
+    assert_one_line(stderr, "trainer.gradient_clip_algorithm", "norm only")
     assert not (tmp_path / "run").exists()
 
 
@@ -229,10 +206,8 @@ def test_read_only_output_dir(tmp_path):
     with pytest.raises(ClikaError, match=r"paths.output_dir: cannot write to .*fix: point hydra.run.dir"):
         check_output_dir(target)
     check_output_dir(tmp_path / "fine" / "run")
-    proc = subprocess.run([sys.executable, "train.py", f"hydra.run.dir={target}", *SMALL],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2
-    assert_one_line(proc.stderr, "hydra.run.dir", str(target), "cannot write")
+    stderr = check_config_error("train.py", [f"hydra.run.dir={target}", *SMALL])
+    assert_one_line(stderr, "hydra.run.dir", str(target), "cannot write")
 
 
 def test_lora_targets_absent_from_the_model(tiny):
@@ -267,11 +242,14 @@ def _q(i, label=0, n=3):
     return {"id": f"q{i}", "question": f"question {i}?", "options": [f"o{k}" for k in range(n)], "label": label}
 
 
-def _eval_mine(tmp_path, d, *extra):
-    return cli("eval.py", f"+clika.custom.mine={d}", "clika.datasets=[mine]", "clika.langs=[en,de]",
-               "+clika.reference.mine=0.9", "print_config=false", "threads=1", f"paths.log_dir={tmp_path}/logs",
-               *extra, tmp_path=tmp_path, env=_env(CLIKA_DATA=str(tmp_path)))
-    # CLIKA_DATA set: with paths.clika_data=null, clika/data/datasets.py load_parallel does Path(None) -> TypeError
+EVAL_MINE = ["clika.datasets=[mine]", "clika.langs=[en,de]", "+clika.reference.mine=0.9", "print_config=false",
+             "threads=1"]
+
+
+def _eval_mine(tmp_path, d, *extra) -> list[str]:
+    """eval.py's command line for the dataset `d` (run with CLIKA_DATA=tmp_path: with paths.clika_data=null,
+    clika/data/datasets.py load_parallel does Path(None) -> TypeError)."""
+    return [f"+clika.custom.mine={d}", *EVAL_MINE, f"paths.log_dir={tmp_path}/logs", *extra]
 
 
 EVAL_CASES = {
@@ -286,18 +264,20 @@ EVAL_CASES = {
 @pytest.mark.parametrize("case", list(EVAL_CASES))
 def test_eval_cli_bad_dataset(tmp_path, case):
     rows, extra, needles = EVAL_CASES[case]
-    proc = _eval_mine(tmp_path, _mine(tmp_path, *rows()), *extra)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert_one_line(proc.stderr, *needles)
+    stderr = _error("eval.py", *_eval_mine(tmp_path, _mine(tmp_path, *rows()), *extra), tmp_path=tmp_path,
+                    env={"CLIKA_DATA": str(tmp_path)}, job=True)
+    assert_one_line(stderr, *needles)
     nothing_half_written(tmp_path / "run")
     assert not (tmp_path / "run" / "predictions").exists()
 
 
 def test_eval_cli_traceback_flag_and_missing_model_dir(tmp_path):
+    """The eval.py smoke test of the exit-2 path (a real process, an error of the job); debug in-process."""
     d = _mine(tmp_path, [_q(0), _q(1)], [_q(0), _q(1)])
-    proc = _eval_mine(tmp_path, d, "model.name_or_path=/nonexistent/ckpt/hf")
+    args = _eval_mine(tmp_path, d, "model.name_or_path=/nonexistent/ckpt/hf")
+    proc = cli("eval.py", *args, run_dir=tmp_path / "run", env={"CLIKA_DATA": tmp_path})
     assert proc.returncode == 2
     assert_one_line(proc.stderr, "model.name_or_path", "/nonexistent/ckpt/hf", "does not exist")
     nothing_half_written(tmp_path / "run")
-    debug = _eval_mine(tmp_path, d, "model.name_or_path=/nonexistent/ckpt/hf", "traceback=true")
-    assert debug.returncode != 0 and "Traceback" in debug.stderr and "ClikaError" in debug.stderr
+    debug = _error("eval.py", *args, "traceback=true", tmp_path=tmp_path, env={"CLIKA_DATA": str(tmp_path)}, job=True)
+    assert "Traceback" in debug and "ClikaError" in debug

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from clika.train.run import train
+from conftest import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ["clika.datasets=[x_copa,x_geo]", "callbacks.clika.langs=[en,zh]", "callbacks.clika.limit=6",
@@ -31,10 +32,8 @@ def _num(v):
 
 
 def _eval_py(data_root: Path, tmp_path: Path, *args: str) -> None:
-    env = {**os.environ, "CLIKA_DATA": str(data_root), "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "eval.py", "print_config=false", "threads=1", "device=cpu",
-                        f"paths.log_dir={tmp_path}/logs", *args], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=600)
+    r = cli("eval.py", "print_config=false", "threads=1", "device=cpu", f"paths.log_dir={tmp_path}/logs", *args,
+            env={"CLIKA_DATA": data_root}, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
 
 
