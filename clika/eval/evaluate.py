@@ -15,6 +15,7 @@ from clika.models.load import ModelSpec, describe, load_model
 from clika.report.results import headline, write_evaluation
 from clika.scoring.journal import Journal
 from clika.scoring.suite import Suite, load_suite_items, run_suite
+from clika.util.errors import ClikaError
 
 
 def suite_config(cfg: DictConfig) -> dict[str, Any]:
@@ -35,6 +36,11 @@ def identity(suite_cfg: dict[str, Any], spec: ModelSpec) -> dict:
 def evaluate_model(spec: ModelSpec, suite_cfg: dict[str, Any], out_dir: str | Path, world: EvalWorld,
                    items: dict | None = None, resume: bool = False) -> dict:
     """Score `spec` on the suite on this rank's shard, gather, and (rank 0) write the evaluation into `out_dir`."""
+    if spec.device_map is not None and world.world > 1:
+        raise ClikaError(f"model.device_map={spec.device_map} spreads one model over this process's devices, but "
+                         f"{world.world} processes were launched",
+                         fix="launch one process (python eval.py ...) with model.device_map, or drop model.device_map "
+                             "for data-parallel torchrun / srun")
     suite = Suite.from_dict(suite_cfg)
     items = items if items is not None else load_suite_items(suite)
     if suite.protocol == "paper":  # the release loaded weights in the family's dtype (model.protocol.dtype)

@@ -40,6 +40,20 @@ class ModelSpec:
     protocol: dict[str, Any] = field(default_factory=dict)  # the release's inference protocol (clika.protocol)
     allow_unpinned_remote_code: bool = False  # run trust_remote_code without a pinned revision (not recommended)
     gradient_checkpointing: bool = False  # training only: recompute activations in backward (clika.train.module)
+    # Loading (transformers' from_pretrained; device_map/max_memory are accelerate's big-model loading, for ONE
+    # process over a model bigger than one device): auto | balanced | balanced_low_0 | sequential | {module: device}
+    device_map: Any = None
+    max_memory: dict[str, str] | None = None  # per device caps for device_map, e.g. {0: 70GiB, 1: 70GiB, cpu: 200GiB}
+    attn_implementation: str | None = None  # eager | sdpa | flash_attention_2 (null: transformers' choice)
+    low_cpu_mem_usage: bool | None = None  # null: transformers' default
+
+    def load_kwargs(self) -> dict[str, Any]:
+        """The from_pretrained keyword arguments the config sets (unset ones keep transformers' defaults)."""
+        caps = None if self.max_memory is None else \
+            {int(k) if str(k).isdigit() else str(k): v for k, v in dict(self.max_memory).items()}
+        kw = {"device_map": self.device_map, "max_memory": caps, "attn_implementation": self.attn_implementation,
+              "low_cpu_mem_usage": self.low_cpu_mem_usage}
+        return {k: v for k, v in kw.items() if v is not None}
 
     def __post_init__(self) -> None:
         if self.revision is not None and not isinstance(self.revision, str):  # Hydra reads 1234... / 12e4... as numbers
@@ -162,7 +176,7 @@ def load_model(spec: ModelSpec, device: str = "cpu"):
     dtype = "auto" if spec.dtype == "auto" else getattr(torch, spec.dtype)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, revision=spec.revision,
-                                                     trust_remote_code=spec.trust_remote_code)
+                                                     trust_remote_code=spec.trust_remote_code, **spec.load_kwargs())
     except Exception as e:  # noqa: BLE001 - safetensors / json errors of a user's file become one line
         if (bad := _file_error(spec, path)) is not None:
             raise bad from e
@@ -180,7 +194,9 @@ def load_model(spec: ModelSpec, device: str = "cpu"):
             raise ClikaError(f"model.adapter: '{spec.adapter}' has no adapter_config.json",
                              fix="point model.adapter at a folder saved by peft (save_pretrained)")
         model = PeftModel.from_pretrained(model, spec.adapter)
-    model.to(device).eval()
+    if spec.device_map is None:  # a dispatched model stays where accelerate placed it
+        model.to(device)
+    model.eval()
     return model, tokenizer
 
 
