@@ -25,22 +25,24 @@ def read_jsonl_numbered(path: str | Path, *, allow_empty: bool = False) -> list[
         line = path.read_bytes()[: e.start].count(b"\n") + 1
         raise ClikaError(f"{path}:{line}: invalid UTF-8 (byte {e.start})",
                          fix="re-save the file as UTF-8") from None
-    rows = []
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ClikaError(f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno})",
-                             fix="repair or remove that line (one JSON object per line)") from None
-        if not isinstance(row, dict):
-            raise ClikaError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}",
-                             fix="write one JSON object per line")
-        rows.append((i, row))
+    rows = [(i, parse_jsonl_line(path, i, line)) for i, line in enumerate(text.splitlines(), start=1)
+            if line.strip()]
     if not rows and not allow_empty:
         raise ClikaError(f"{path}: file is empty", fix="regenerate it or remove it from the run")
     return rows
+
+
+def parse_jsonl_line(path: str | Path, i: int, line: str) -> dict[str, Any]:
+    """One JSON object of line `i` of `path` (the error names the file and line)."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ClikaError(f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno})",
+                         fix="repair or remove that line (one JSON object per line)") from None
+    if not isinstance(row, dict):
+        raise ClikaError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}",
+                         fix="write one JSON object per line")
+    return row
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:

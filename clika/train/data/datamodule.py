@@ -127,7 +127,8 @@ class MixtureDataModule(pl.LightningDataModule):
         if not self.sources:
             proc = {k: self.cfg[k] for k in ("block_size", "template", "max_length", "train_on_prompt")}
             proc["pack_remainder"] = self.cfg.get("pack_remainder", "wrap")
-            self.sources = {n: prepare_source(s, self.tokenizer, proc, self.cfg["cache_dir"])
+            self.sources = {n: prepare_source(s, self.tokenizer, proc, self.cfg["cache_dir"],
+                                              num_proc=self.cfg.get("num_proc"))
                             for n, s in self.specs.items()}
         return self.sources
 

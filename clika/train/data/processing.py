@@ -11,6 +11,7 @@ sft: a record is rendered as alternating prompt / response segments; labels are 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -39,29 +40,60 @@ class Packed:
 REMAINDERS = ("wrap", "drop")
 
 
-def pack_pt(texts: list[str], tokenizer, block_size: int, remainder: str = "wrap") -> Packed:
-    """Tokenize, append EOS to each document, concatenate and cut into full blocks."""
+def check_remainder(remainder: str) -> None:
     if remainder not in REMAINDERS:
         raise ClikaError(f"data.pack_remainder: unknown value '{remainder}'", fix=f"use one of {REMAINDERS}")
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    eos = tokenizer.eos_token_id
-    stream = np.fromiter((t for doc in ids for t in (*doc, eos)), dtype=np.int32)
-    n, rest = divmod(len(stream), block_size)
+
+
+def pt_stream(texts: list[str], tokenizer) -> np.ndarray:
+    """The documents' tokens, each followed by EOS, concatenated (int32): what pt blocks are cut from."""
+    if not texts:
+        return np.zeros(0, dtype=np.int32)
+    ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    ends = np.cumsum(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)) + 1) - 1
+    stream = np.full(int(ends[-1]) + 1, tokenizer.eos_token_id, dtype=np.int32)
+    body = np.ones(len(stream), dtype=bool)
+    body[ends] = False
+    stream[body] = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=len(stream) - len(ids))
+    return stream
+
+
+def n_blocks(total: int, block_size: int, remainder: str) -> tuple[int, int]:
+    """(blocks, repeated tokens) of a stream of `total` tokens: "wrap" completes the last block with the stream's
+    first tokens, repeated cyclically (also for a corpus under one block); "drop" drops it."""
+    n, rest = divmod(total, block_size)
     if remainder == "drop" or rest == 0:
-        return Packed(stream[: n * block_size].reshape(n, block_size), len(stream))
-    fill = block_size - rest  # np.resize repeats the stream cyclically (also for a corpus under one block)
-    return Packed(np.resize(stream, (n + 1) * block_size).reshape(n + 1, block_size), len(stream), fill)
+        return n, 0
+    return n + 1, block_size - rest
 
 
+def pack_pt(texts: list[str], tokenizer, block_size: int, remainder: str = "wrap") -> Packed:
+    """Tokenize, append EOS to each document, concatenate and cut into full blocks (in memory)."""
+    check_remainder(remainder)
+    stream = pt_stream(texts, tokenizer)
+    n, fill = n_blocks(len(stream), block_size, remainder)
+    return Packed(np.resize(stream, n * block_size).reshape(n, block_size), len(stream), fill)
+
+
+def encode_sft_batch(records: list[dict[str, Any]], tokenizer, template: str, max_length: int,
+                     train_on_prompt: bool = False) -> list[tuple[list[int], list[int]]]:
+    """(input_ids, labels) per record; each segment is tokenized alone (in one batch call) so masking is exact."""
+    segments = [render_segments(r, template, tokenizer) for r in records]
+    texts = [text for segs in segments for text, _ in segs]
+    encoded = iter(tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+                   if texts else [])
+    out = []
+    for segs in segments:
+        ids: list[int] = []
+        labels: list[int] = []
+        for (_, is_response), seg in zip(segs, encoded):
+            ids += seg
+            labels += seg if (is_response or train_on_prompt) else [IGNORE] * len(seg)
+        out.append((ids[:max_length], labels[:max_length]))
+    return out
 
 
 def encode_sft(record: dict[str, Any], tokenizer, template: str, max_length: int,
                train_on_prompt: bool = False) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) of one record; each segment is tokenized alone so masking is exact."""
-    ids: list[int] = []
-    labels: list[int] = []
-    for text, is_response in render_segments(record, template, tokenizer):
-        seg = tokenizer(text, add_special_tokens=False)["input_ids"]
-        ids += seg
-        labels += seg if (is_response or train_on_prompt) else [IGNORE] * len(seg)
-    return ids[:max_length], labels[:max_length]
+    """(input_ids, labels) of one record."""
+    return encode_sft_batch([record], tokenizer, template, max_length, train_on_prompt)[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -20,7 +21,7 @@ import pyarrow.parquet as pq
 
 from clika.util.errors import ClikaError
 from clika.fictional.generated import corpus_file, world_key
-from clika.util.jsonl import read_jsonl_numbered
+from clika.util.jsonl import parse_jsonl_line
 
 FORMATS = ("jsonl", "text", "parquet", "hf", "embedded")
 SCHEMAS = ("pt", "sft")
@@ -90,33 +91,149 @@ class SourceSpec:
 
 
 Row = tuple[str, dict[str, Any]]  # (where: "file:line", "file record N" or "HF dataset 'id' record N", record)
+CHUNK_BYTES = 32 << 20  # a prepare's unit of work and of resume: this much of a line file, or one parquet row group
 
 
-def _text_lines(spec: SourceSpec, path: str) -> Iterator[Row]:
-    data = Path(path).read_bytes()
+@dataclass(frozen=True)
+class Chunk:
+    """A part of a source that one worker reads alone: bytes [start, end) of a line file (cut after a newline),
+    parquet row group `start`, or `rows` already read upstream (HF datasets, sources with `limit`)."""
+
+    file: str | None = None
+    start: int = 0
+    end: int = 0
+    size: int = 0  # the file's size and mtime when planned: a file that changes under a prepare is refused
+    mtime_ns: int = 0
+    first_record: int = 0  # parquet: records of the file before this row group
+    rows: tuple[dict[str, Any], ...] = ()
+
+    def plan_id(self) -> list:
+        return [self.file, self.start, self.end, self.size, self.mtime_ns]
+
+
+def resolved(spec: SourceSpec, cache_dir: str | Path) -> SourceSpec:
+    """An embedded source as the JSONL file it is generated into (written once); others unchanged."""
+    if spec.format != "embedded":
+        return spec
+    return SourceSpec(**{**asdict(spec), "format": "jsonl",
+                         "path": str(corpus_file(spec.path, spec.lang, spec.world, cache_dir))})
+
+
+def _unreadable_parquet(spec: SourceSpec, path: str, e: Exception) -> ClikaError:
+    first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+    return ClikaError(f"data.mix.sources.{spec.name}: {path}: not a readable parquet file ({first})",
+                      fix="re-write it (e.g. pandas.DataFrame.to_parquet) or remove it from the path / glob")
+
+
+def _changed(spec: SourceSpec, path: str, what: str) -> ClikaError:
+    return ClikaError(f"data.mix.sources.{spec.name}: {path} {what} while the source was being prepared",
+                      fix="let whatever writes it finish (or restore it), then run again: the finished shards of "
+                          "an unchanged file are reused")
+
+
+def plan_chunks(spec: SourceSpec, chunk_bytes: int = CHUNK_BYTES) -> list[Chunk]:
+    """The chunks of a local source (format jsonl / text / parquet), in record order."""
+    out: list[Chunk] = []
+    for f in spec.files():
+        st = Path(f).stat()
+        if spec.format == "jsonl" and st.st_size == 0:
+            raise ClikaError(f"{f}: file is empty", fix="regenerate it or remove it from the run")
+        if spec.format == "parquet":
+            try:
+                meta = pq.ParquetFile(f).metadata
+            except (pyarrow.ArrowException, OSError) as e:
+                raise _unreadable_parquet(spec, f, e) from None
+            first = 0
+            for g in range(meta.num_row_groups):
+                out.append(Chunk(f, g, g + 1, st.st_size, st.st_mtime_ns, first))
+                first += meta.row_group(g).num_rows
+            continue
+        with open(f, "rb") as fh:
+            start = 0
+            while True:
+                fh.seek(start + chunk_bytes)
+                fh.readline()  # to the end of the line the cut falls in
+                end = min(fh.tell(), st.st_size)
+                out.append(Chunk(f, start, end, st.st_size, st.st_mtime_ns))
+                if end >= st.st_size:
+                    break
+                start = end
+    return out
+
+
+def _check_unchanged(spec: SourceSpec, chunk: Chunk, st) -> None:
+    if (st.st_size, st.st_mtime_ns) != (chunk.size, chunk.mtime_ns):
+        what = "was truncated" if st.st_size < chunk.size else "changed"
+        raise _changed(spec, chunk.file, f"{what} ({chunk.size} -> {st.st_size} bytes)")
+
+
+def check_unchanged(spec: SourceSpec, chunks: list[Chunk]) -> None:
+    """Every planned file still has the size and mtime it had when it was planned."""
+    for c in {c.file: c for c in chunks if c.file}.values():
+        try:
+            st = Path(c.file).stat()
+        except FileNotFoundError:
+            raise _changed(spec, c.file, "vanished") from None
+        _check_unchanged(spec, c, st)
+
+
+def _lines_before(path: str, start: int) -> int:
+    """Lines (as str.splitlines counts them) before byte `start`, which follows a newline."""
+    with open(path, "rb") as fh:
+        return len(fh.read(start).decode("utf-8", errors="replace").splitlines())
+
+
+def _line_records(spec: SourceSpec, c: Chunk) -> Iterator[dict[str, Any]]:
+    try:
+        with open(c.file, "rb") as fh:
+            _check_unchanged(spec, c, os.fstat(fh.fileno()))
+            fh.seek(c.start)
+            data = fh.read(c.end - c.start)
+    except FileNotFoundError:
+        raise _changed(spec, c.file, "vanished") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise ClikaError(f"data.mix.sources.{spec.name}: {path}:{line}: invalid UTF-8 (byte {e.start})",
+        with open(c.file, "rb") as fh:
+            line = fh.read(c.start).count(b"\n") + data[: e.start].count(b"\n") + 1
+        where = f"data.mix.sources.{spec.name}: {c.file}" if spec.format == "text" else c.file
+        raise ClikaError(f"{where}:{line}: invalid UTF-8 (byte {c.start + e.start})",
                          fix="re-save the file as UTF-8") from None
+
+    def record(i: int, line: str) -> dict[str, Any]:
+        row = (parse_jsonl_line(c.file, i, line) if spec.format == "jsonl" else {spec.columns["text"]: line})
+        return _canonical(row, spec, f"{c.file}:{i}")
+
     for i, line in enumerate(text.splitlines(), start=1):
         if line.strip():
-            yield f"{path}:{i}", {spec.columns["text"]: line}
+            try:
+                yield record(i, line)
+            except ClikaError:  # name the line of the file, not of the chunk (counted only now)
+                record(_lines_before(c.file, c.start) + i, line)
+                raise
 
 
-def _parquet_rows(spec: SourceSpec, path: str) -> Iterator[Row]:
+def _parquet_records(spec: SourceSpec, c: Chunk) -> Iterator[dict[str, Any]]:
     try:
-        table = pq.read_table(path)
+        with open(c.file, "rb") as fh:
+            _check_unchanged(spec, c, os.fstat(fh.fileno()))
+            table = pq.ParquetFile(fh).read_row_group(c.start)
+    except FileNotFoundError:
+        raise _changed(spec, c.file, "vanished") from None
     except (pyarrow.ArrowException, OSError) as e:
-        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise ClikaError(f"data.mix.sources.{spec.name}: {path}: not a readable parquet file ({first})",
-                         fix="re-write it (e.g. pandas.DataFrame.to_parquet) or remove it from the path / glob") from None
-    for k, row in enumerate(table.to_pylist(), start=1):
-        yield f"{path} record {k}", row
+        raise _unreadable_parquet(spec, c.file, e) from None
+    for k, row in enumerate(table.to_pylist(), start=c.first_record + 1):
+        yield _canonical(row, spec, f"{c.file} record {k}")
 
 
-def _hf_rows(spec: SourceSpec) -> Iterator[Row]:
+def chunk_records(spec: SourceSpec, chunk: Chunk) -> Iterator[dict[str, Any]]:
+    """The records of one chunk in the canonical schema (a resolved spec: no `embedded`)."""
+    if chunk.file is None:
+        return iter(chunk.rows)
+    return _parquet_records(spec, chunk) if spec.format == "parquet" else _line_records(spec, chunk)
+
+
+def _hf_records(spec: SourceSpec) -> Iterator[dict[str, Any]]:
     import datasets  # deferred: 0.9 s of `python -X importtime` (after torch), only for format: hf sources
 
     try:
@@ -125,24 +242,21 @@ def _hf_rows(spec: SourceSpec) -> Iterator[Row]:
         raise ClikaError(f"data.mix.sources.{spec.name}: cannot load HF dataset '{spec.path}' ({e})",
                          fix="check path/hf_config/split; offline machines need a local copy (format: jsonl)")
     for k, row in enumerate(ds, start=1):
-        yield f"HF dataset '{spec.path}' record {k}", row
+        yield _canonical(row, spec, f"HF dataset '{spec.path}' record {k}")
 
 
-def _raw_rows(spec: SourceSpec, cache_dir: Path) -> Iterator[Row]:
-    """Every record of the source with where it comes from (file and 1-based line or record)."""
-    if spec.format == "embedded":
-        spec = SourceSpec(**{**asdict(spec), "format": "jsonl",
-                             "path": str(corpus_file(spec.path, spec.lang, spec.world, cache_dir))})
+def iter_records(spec: SourceSpec, cache_dir: str | Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[dict[str, Any]]:
+    """Every record of a source in the canonical schema, read as a stream (HF streaming stops after `limit`)."""
+    spec = resolved(spec, cache_dir)
     if spec.format == "hf":
-        yield from _hf_rows(spec)
-        return
-    for f in spec.files():
-        if spec.format == "jsonl":
-            yield from ((f"{f}:{i}", row) for i, row in read_jsonl_numbered(f, allow_empty=False))
-        elif spec.format == "text":
-            yield from _text_lines(spec, f)
-        else:
-            yield from _parquet_rows(spec, f)
+        rows: Iterable[dict[str, Any]] = _hf_records(spec)
+    else:
+        rows = (r for c in plan_chunks(spec, chunk_bytes) for r in chunk_records(spec, c))
+    return islice(rows, spec.limit) if spec.limit is not None else iter(rows)
+
+
+def no_records(spec: SourceSpec) -> ClikaError:
+    return ClikaError(f"data.mix.sources.{spec.name}: no records", fix="check the path and the columns map")
 
 
 def _canonical(row: dict[str, Any], spec: SourceSpec, where: str) -> dict[str, Any]:
@@ -168,11 +282,8 @@ def _canonical(row: dict[str, Any], spec: SourceSpec, where: str) -> dict[str, A
 
 
 def load_records(spec: SourceSpec, cache_dir: str | Path) -> list[dict[str, Any]]:
-    """All records of a source in the canonical schema (HF streaming stops after `limit`)."""
-    rows: Iterable[Row] = _raw_rows(spec, Path(cache_dir))
-    if spec.limit is not None:
-        rows = islice(rows, spec.limit)
-    out = [_canonical(row, spec, where) for where, row in rows]
+    """All records of a source in the canonical schema, in one list (small sources and tests)."""
+    out = list(iter_records(spec, cache_dir))
     if not out:
-        raise ClikaError(f"data.mix.sources.{spec.name}: no records", fix="check the path and the columns map")
+        raise no_records(spec)
     return out
