@@ -61,7 +61,8 @@ def read_output(path: Path, n_options: int) -> Output:
     correct = np.asarray([first_char_correct(r["res"], r["label"]) for r in rows], dtype=bool)
     choice = np.asarray([first_char(r["res"], letters) for r in rows], dtype=np.int64)
     gold = np.asarray([letters.index(r["label"]) if r["label"] in letters else -1 for r in rows], dtype=np.int64)
-    return Output(path, tuple(r.get("uuid") for r in rows), correct, choice, gold)
+    # uuids compared as text: the release writes 501, a protocol=paper run of this project "501"
+    return Output(path, tuple(str(r.get("uuid")) for r in rows), correct, choice, gold)
 
 
 def load_systems(results_dirs: str | Path | Sequence[str | Path]) -> dict[str, dict[str, dict[str, Output]]]:

@@ -11,7 +11,10 @@ from omegaconf import OmegaConf
 
 from clika.eval.commands import findings as findings_task
 from clika.eval.commands import rescore_task
+from clika.eval.distributed import EvalWorld
+from clika.eval.evaluate import evaluate_model
 from clika.metrics.alignment import bootstrap_indices
+from clika.models.load import ModelSpec
 from clika.report import findings as F
 from clika.report.rescore import find_outputs, rescore, skipped_variants
 from clika.util.errors import ClikaError
@@ -232,18 +235,41 @@ def test_bad_comparisons(tmp_path, data_root):
         F.load_systems([tmp_path / "res", tmp_path / "res"])
 
 
-def test_own_run_results_dir_beside_the_release(systems, data_root, tmp_path):
-    """A protocol=paper run's results/<model>/<dataset>/<dir>.jsonl, passed as another results dir, is a system
-    like the 46: it can be named in a comparison and is audited (here: a copy of llama2_7b's x_copa outputs)."""
-    import shutil
+def test_a_tiny_paper_run_is_a_system_of_the_findings_tables(data_root, tmp_path):
+    """Item 3: a `clika.protocol=paper` run of the tiny model (x_geo and x_name, en and zh, every item so that it
+    pairs with the release's), its results/ dir passed beside the release's, named in a comparison: rows of
+    findings.json / findings.md (acc equal to the run's own results.json), audited, and its figure drawn."""
+    run = tmp_path / "run"
+    tiny = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[2] / "conf/model/tiny.yaml"))
+    suite = {"protocol": "paper", "datasets": ["x_geo", "x_name"], "langs": ["en", "zh"], "data_root": str(data_root),
+             "model_protocol": tiny["protocol"]}
+    evaluate_model(ModelSpec(), suite, run, EvalWorld())
+    own = json.loads((run / "results.json").read_text())
+    assert own["protocol"] == "paper" and (run / "results" / "tiny" / "x_geo" / "zh.jsonl").is_file()
 
-    own = tmp_path / "results"
-    shutil.copytree(data_root / "results" / "llama2_7b" / "x_copa", own / "my_run" / "x_copa")
-    both = {**systems, **F.load_systems(own)}
-    path = _yaml(tmp_path / "own.yaml", [{"name": "mine", "base": "llama2_7b", "treated": "my_run",
-                                           "kind": "continued", "targets": ["zh"]}])
-    rep = F.findings(None, path, n=50, systems=both)
+    comps = _yaml(tmp_path / "mine.yaml", [{"name": "tiny vs llama2", "base": "llama2_7b", "treated": "tiny",
+                                            "kind": "instruction", "targets": ["zh"]}])
+    release = tmp_path / "release"  # the release's results dir, cut to the base system (the whole: test above)
+    release.mkdir()
+    (release / "llama2_7b").symlink_to(data_root / "results" / "llama2_7b", target_is_directory=True)
+    cfg = OmegaConf.create({"results_dir": [str(release), str(run / "results")],
+                            "output_dir": str(tmp_path / "out"), "comparisons": str(comps),
+                            "clika": {"reference": {}, "bootstrap": 50, "seed": 0, "data_root": str(data_root)}})
+    findings_task(cfg)
+    rep = json.loads((tmp_path / "out" / "findings.json").read_text())
+    assert rep["systems"] == ["llama2_7b", "tiny"]
     r = rep["comparisons"][0]
-    assert list(r["datasets"]) == ["x_copa"]
-    assert all(row["acc"]["delta"] == 0 == row["acc"]["lo"] == row["acc"]["hi"] for row in r["datasets"]["x_copa"]["langs"].values())
-    assert sum(f["model"] == "my_run" for f in rep["audit"]["files"]) == 10 and "my_run" in rep["systems"]
+    assert (r["base"], r["treated"]) == ("llama2_7b", "tiny") and list(r["datasets"]) == ["x_geo", "x_name"]
+    for ds in ("x_geo", "x_name"):
+        rows = r["datasets"][ds]["langs"]
+        assert set(rows) == {"en", "zh"} and rows["zh"]["target"] and "en_co" in rows["zh"]
+        for lang in ("en", "zh"):
+            assert rows[lang]["acc"]["treated"] == pytest.approx(own["datasets"][ds]["langs"][lang]["acc"])
+    assert sorted((f["dataset"], f["lang"]) for f in rep["audit"]["files"] if f["model"] == "tiny") == [
+        ("x_geo", "en"), ("x_geo", "zh"), ("x_name", "en"), ("x_name", "zh")]
+    assert sum(c["model"] == "tiny" for c in rep["audit"]["cells"]) == 2
+    md = (tmp_path / "out" / "findings.md").read_text()
+    assert "## tiny vs llama2 (instruction; targets zh)" in md and "| tiny vs llama2 | instruction |" in md
+    zh_row = next(l for l in md.splitlines() if l.startswith("| x_geo | zh * |"))
+    assert f"| {100 * own['datasets']['x_geo']['langs']['zh']['acc']:.1f} |" in zh_row
+    assert (tmp_path / "out" / F.figure_name(r)).stat().st_size > 0
