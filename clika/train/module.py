@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import lightning.pytorch as pl
 import numpy as np
@@ -12,7 +13,9 @@ import torch
 import torch.nn as nn
 
 from clika.util.errors import ClikaError
-from clika.models.load import ModelSpec, load_model
+from transformers import AutoConfig
+
+from clika.models.load import ModelSpec, load_model, load_tokenizer, resolve_model_dir
 
 # LoRA targets per architecture (config.model_type); anything else gets "all-linear".
 LORA_TARGETS = {
@@ -44,8 +47,8 @@ def check_lora_targets(model, target_modules: Any, key: str = "method.target_mod
 
 
 def check_context(model, block_size: int) -> None:
-    """data.block_size must fit the model's context (max_position_embeddings)."""
-    max_pos = getattr(model.config, "max_position_embeddings", None)
+    """data.block_size must fit the model's context (max_position_embeddings); `model` or its config."""
+    max_pos = getattr(getattr(model, "config", model), "max_position_embeddings", None)
     if max_pos and block_size > max_pos:
         raise ClikaError(f"data.block_size: {block_size} exceeds the model's context ({max_pos})",
                          fix=f"set data.block_size<={max_pos}")
@@ -82,6 +85,48 @@ def enable_gradient_checkpointing(model, lora: bool) -> None:
         model.enable_input_require_grads()
 
 
+def zero3_config(trainer) -> dict | None:
+    """The DeepSpeed config of a trainer running ZeRO stage 3, else None."""
+    strategy = getattr(trainer, "strategy", None)
+    return strategy.config if getattr(strategy, "zero_stage_3", False) else None
+
+
+@contextmanager
+def hf_zero3(config: dict | None) -> Iterator[None]:
+    """Tell transformers that ZeRO-3 is on while a model loads (its HfDeepSpeedConfig weakref, which
+    is_deepspeed_zero3_enabled reads): from_pretrained then builds under zero.Init and copies the weights into the
+    partitions (rank 0 reads the files) instead of into the empty local tensors. Unset afterwards, so a later plain
+    load in this process (the export on rank 0, tests) is not taken for a ZeRO-3 one."""
+    if config is None:
+        yield
+        return
+    # deferred: the DeepSpeed integration (and DeepSpeed itself) only for a ZeRO-3 run
+    from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config
+
+    keep = HfDeepSpeedConfig(config)  # noqa: F841 - transformers holds only a weakref
+    try:
+        yield
+    finally:
+        unset_hf_deepspeed_config()
+
+
+@contextmanager
+def outside_zero_init(active: bool) -> Iterator[None]:
+    """Pause an enclosing deepspeed.zero.Init: modules built here keep whole tensors (deepspeed.initialize
+    partitions them later). peft initialises an adapter's weights after constructing its layers (lora_B = 0), which
+    on an already-partitioned (empty) tensor would do nothing."""
+    if not active:
+        yield
+        return
+    from deepspeed.runtime.zero.partition_parameters import restore_init_context, shutdown_init_context
+
+    shutdown_init_context()
+    try:
+        yield
+    finally:
+        restore_init_context()
+
+
 def _rng_state() -> dict[str, Any]:
     """RNG state as tensors and plain types, so checkpoints still load with torch's weights_only=True."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -103,20 +148,52 @@ class CausalLMModule(pl.LightningModule):
     """Next-token loss on packed pt blocks or masked sft examples; logs tokens seen and loss per language."""
 
     def __init__(self, model_spec: ModelSpec, method: dict[str, Any], optimizer: Callable,
-                 scheduler: Callable | None = None, val_langs: list[str] | None = None):
+                 scheduler: Callable | None = None, val_langs: list[str] | None = None, sharded_build: bool = False):
+        """`sharded_build` (DeepSpeed ZeRO-3): the model is built in `configure_model`, inside the strategy's
+        zero.Init, so no rank holds it whole; here only the tokenizer and the model's config are read. Otherwise it is
+        built here, as always."""
         super().__init__()
-        base, self.tokenizer = load_model(model_spec)
-        if model_spec.gradient_checkpointing:
-            enable_gradient_checkpointing(base, lora=method["name"] == "lora")
-        self.model = apply_method(base, method)
-        self.model.train()  # transformers 5 loads in eval mode
-        self.method = method["name"]
+        self.model_spec, self.method_cfg, self.method = model_spec, dict(method), method["name"]
         self.optimizer_fn, self.scheduler_fn = optimizer, scheduler
         self.val_langs = list(val_langs or [])
         self.tokens_seen = 0
         self._rng_to_restore: dict | None = None
         # LoRA checkpoints hold only the adapter: frozen base weights are absent when restoring
         self.strict_loading = self.method != "lora"
+        if sharded_build:
+            path = resolve_model_dir(model_spec)  # tiny / GGUF folders are written here, outside any zero.Init
+            self.tokenizer = load_tokenizer(model_spec, path)
+            self.model_config = AutoConfig.from_pretrained(path, revision=model_spec.revision,
+                                                           trust_remote_code=model_spec.trust_remote_code)
+        else:
+            self.configure_model()
+
+    @property
+    def model(self) -> nn.Module:
+        """The (LoRA-wrapped) Hugging Face model; a deferred one is built on first use when read before fit."""
+        if self._modules.get("model") is None:
+            self.configure_model()
+        return self._modules["model"]
+
+    def configure_model(self) -> None:
+        """Build the model once (Lightning calls this hook at every fit / validate: later calls do nothing). Under
+        ZeRO-3 Lightning runs it inside zero.Init: parameters are partitioned as they are created and
+        transformers loads the weights into the partitions (hf_zero3); the LoRA adapter is added outside zero.Init
+        (outside_zero_init) and partitioned by deepspeed.initialize."""
+        if self._modules.get("model") is not None:
+            return
+        zero3 = zero3_config(self._trainer)
+        with hf_zero3(zero3):
+            base, tokenizer = load_model(self.model_spec)
+        if self.model_spec.gradient_checkpointing:
+            enable_gradient_checkpointing(base, lora=self.method == "lora")
+        with outside_zero_init(zero3 is not None):
+            model = apply_method(base, self.method_cfg)
+        model.train()  # transformers 5 loads in eval mode
+        self.model = model
+        self.model_config = base.config
+        if getattr(self, "tokenizer", None) is None:
+            self.tokenizer = tokenizer
 
     def forward(self, **batch):
         return self.model(**batch)

@@ -174,8 +174,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _fit(cfg: DictConfig, spec: ModelSpec, method: dict, dm, run_dir: Path) -> dict[str, Any]:
     optimizer, scheduler = _optimizer_fns(cfg)
-    module = CausalLMModule(spec, method, optimizer, scheduler, val_langs=dm.val_langs)
-    check_context(module.model, int(cfg.data.block_size))
+    zero3 = str(cfg.strategy.name).startswith("deepspeed") and int(cfg.strategy.get("stage", 0)) == 3
+    module = CausalLMModule(spec, method, optimizer, scheduler, val_langs=dm.val_langs, sharded_build=zero3)
+    check_context(module.model_config, int(cfg.data.block_size))
     ckpt_path = resolve_resume(cfg.resume, run_dir)
     if global_rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
