@@ -10,9 +10,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from clika.eval.distributed import EvalWorld, start
+from clika.eval.preemption import Preemption
 from clika.eval.provenance import provenance
 from clika.models.load import ModelSpec, describe, load_model
 from clika.report.results import headline, write_evaluation
+from clika.scoring.api import Stopped
 from clika.scoring.journal import Journal
 from clika.scoring.suite import Suite, load_suite_items, run_suite
 from clika.util.errors import ClikaError
@@ -34,8 +36,9 @@ def identity(suite_cfg: dict[str, Any], spec: ModelSpec) -> dict:
 
 
 def evaluate_model(spec: ModelSpec, suite_cfg: dict[str, Any], out_dir: str | Path, world: EvalWorld,
-                   items: dict | None = None, resume: bool = False) -> dict:
-    """Score `spec` on the suite on this rank's shard, gather, and (rank 0) write the evaluation into `out_dir`."""
+                   items: dict | None = None, resume: bool = False, preemption: Preemption | None = None) -> dict:
+    """Score `spec` on the suite on this rank's shard, gather, and (rank 0) write the evaluation into `out_dir`.
+    `preemption` (clika.eval.preemption): a SLURM preemption signal stops it after the request set in flight."""
     if spec.device_map is not None and world.world > 1:
         raise ClikaError(f"model.device_map={spec.device_map} spreads one model over this process's devices, but "
                          f"{world.world} processes were launched",
@@ -50,8 +53,13 @@ def evaluate_model(spec: ModelSpec, suite_cfg: dict[str, Any], out_dir: str | Pa
                       resume=resume)  # before the model: a mismatched resume costs nothing
     model, tokenizer = load_model(spec, device=world.device)
     started = time.time()
-    metrics, results = run_suite(model, tokenizer, suite, rank=world.rank, world=world.world, gather=world.gather,
-                                 items=items, progress=world.is_zero, journal=journal)
+    try:
+        metrics, results = run_suite(model, tokenizer, suite, rank=world.rank, world=world.world, gather=world.gather,
+                                     items=items, progress=world.is_zero, journal=journal,
+                                     lockstep_ranks=False,  # each rank holds the whole model: no collective in a forward
+                                     should_stop=preemption.watch(world) if preemption is not None else None)
+    except Stopped as stopped:  # the journal keeps every finished set for the requeued attempt (resume=auto)
+        preemption.stop(world, out_dir, stopped)
     wall = time.time() - started
     out = {"metrics": metrics, "paths": {}, "output_dir": str(out_dir)}
     if world.is_zero:  # every rank holds the gathered results; one writes them
@@ -68,6 +76,7 @@ def evaluate_model(spec: ModelSpec, suite_cfg: dict[str, Any], out_dir: str | Pa
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    preemption = Preemption().install()  # a SLURM job's preemption signals, from now on
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     suite_cfg = suite_config(cfg)
@@ -75,6 +84,7 @@ def evaluate(cfg: DictConfig) -> dict:
     spec = ModelSpec(**OmegaConf.to_container(cfg.model, resolve=True))
     world = start(cfg.get("device"), cfg.get("threads"))  # one process, or this rank of a torchrun / srun launch
     try:
-        return evaluate_model(spec, suite_cfg, cfg.paths.output_dir, world, items, resume=cfg.get("resume") == "auto")
+        return evaluate_model(spec, suite_cfg, cfg.paths.output_dir, world, items, resume=cfg.get("resume") == "auto",
+                              preemption=preemption)
     finally:
         world.close()

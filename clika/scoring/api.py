@@ -9,7 +9,9 @@ compute the same numbers), and gives each task back its own results to turn into
 
 Sharding keeps collective ranks in lockstep: each rank gets the same number of requests (padded), the
 shared-prefix forward is run by all ranks or none (decided on the whole set), and generation runs a fixed
-number of steps (ZeRO-3 gathers weights in every forward).
+number of steps (ZeRO-3 gathers weights in every forward). `lockstep=False` lets ranks that each hold the whole
+model (eval.py's data-parallel ranks: no collective inside a forward) score their shards as one process would
+(paper: equal-length prompts generated together) and meet only at the gather.
 """
 
 from __future__ import annotations
@@ -21,6 +23,15 @@ from clika.scoring.prefix import shares_prefix
 from clika.scoring.loglik import Request, Result, Scorer
 
 Gather = Callable[[Any], list]
+
+
+class Stopped(Exception):
+    """`score_sets` stopped between request sets because `should_stop()` said so (a preemption signal): every
+    finished set is in the journal, the rest are left for a resumed run."""
+
+    def __init__(self, scored: int, remaining: int, total: int):
+        super().__init__(f"stopped with {remaining} of {total} request sets left")
+        self.scored, self.remaining, self.total = scored, remaining, total
 
 
 @dataclass
@@ -80,22 +91,28 @@ def lockstep(scorer: Scorer, tokenizer, requests: Sequence[Request], world: int)
 
 
 def score_sets(model, tokenizer, sets: Sequence[RequestSet], rank: int = 0, world: int = 1,
-               gather: Gather | None = None, progress: bool = True, journal=None) -> dict[Hashable, list[Result]]:
+               gather: Gather | None = None, progress: bool = True, journal=None,
+               lockstep_ranks: bool = True,
+               should_stop: Callable[[], bool] | None = None) -> dict[Hashable, list[Result]]:
     """Every set scored on this rank's shard; with world > 1 one `gather` returns every rank's results.
     `progress=False`: no progress bars (inside a training loop, whose own bar they would interleave with).
-    `journal` (clika.scoring.journal.Journal): sets it holds are not scored again; each set scored is recorded."""
+    `journal` (clika.scoring.journal.Journal): sets it holds are not scored again; each set scored is recorded.
+    `should_stop`: asked before every set, on every rank alike (it may be collective); True raises `Stopped`."""
     if world > 1 and gather is None:
         raise ValueError("scoring with world > 1 needs a gather function")
-    local = {}
-    for s in sets:
+    local, scored = {}, 0
+    for i, s in enumerate(sets):
+        if should_stop is not None and should_stop():
+            raise Stopped(scored, len(sets) - i, len(sets))
         done = journal.done(s.key) if journal is not None else None
         if done is not None:
             local[s.key] = done
             continue
-        scorer = lockstep(s.scorer, tokenizer, s.requests, world)
+        scorer = lockstep(s.scorer, tokenizer, s.requests, world) if lockstep_ranks else s.scorer
         if "progress" in {f.name for f in fields(scorer)}:
             scorer = replace(scorer, progress=progress)
         local[s.key] = scorer.score(model, tokenizer, shard(s.requests, rank, world))
+        scored += 1
         if journal is not None:
             journal.record(s.key, local[s.key])
     if world <= 1:
@@ -105,14 +122,15 @@ def score_sets(model, tokenizer, sets: Sequence[RequestSet], rank: int = 0, worl
 
 
 def run_tasks(model, tokenizer, tasks: Sequence[Task], rank: int = 0, world: int = 1,
-              gather: Gather | None = None, progress: bool = True, journal=None) -> dict[str, TaskOutput]:
+              gather: Gather | None = None, progress: bool = True, journal=None,
+              lockstep_ranks: bool = True, should_stop: Callable[[], bool] | None = None) -> dict[str, TaskOutput]:
     """Score all tasks (one gather for all of them) and compute each task's metrics on every rank."""
     sets = {t.name: t.request_sets(tokenizer) for t in tasks}
     keys = [s.key for ss in sets.values() for s in ss]
     if len(set(keys)) != len(keys):
         raise ValueError(f"request-set keys must be unique across tasks: {keys}")
     results = score_sets(model, tokenizer, [s for ss in sets.values() for s in ss], rank, world, gather, progress,
-                         journal)
+                         journal, lockstep_ranks, should_stop=should_stop)
     out = {}
     for t in tasks:
         mine = {s.key: results[s.key] for s in sets[t.name]}

@@ -34,7 +34,8 @@ import torch
 
 from clika.util.errors import ClikaError
 from clika.scoring.prefix import PrefixCache, _common_prefix_len, _device, _forward_params, base_model
-from clika.scoring.release import ProtocolSpec, check_chat_template
+from clika.scoring.glm import glm_outputs
+from clika.scoring.release import GLM_RULES, ProtocolSpec, check_chat_template
 
 
 # ----------------------------------------------------------------------------------------------
@@ -178,6 +179,8 @@ def release_generate(model, tokenizer, prompts: Sequence[str], spec: ProtocolSpe
     if not prompts:
         return []
     check_chat_template(spec, tokenizer)
+    if spec.output in GLM_RULES:  # Chatglm_model: ChatGLM's model.chat, reproduced in clika.scoring.glm
+        return glm_outputs(model, tokenizer, prompts, spec, lockstep=lockstep, progress=progress)
     if spec.output == "model_chat":
         return _chat_outputs(model, tokenizer, prompts, spec, lockstep)
     device = _device(model)

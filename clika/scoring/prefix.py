@@ -61,7 +61,8 @@ class PrefixCache:
     once at batch 1, and the forwards that run on copies of it (the prefix's own cache is never written into):
 
     - `log_probs(suffixes, pad_id)`: fp32 log-softmax of right-padded suffixes after the prefix (the scorers);
-    - `extend(suffix)`: the PrefixCache of prefix + suffix and the log-probs of the next token (cloze, per item);
+    - `contexts(suffixes, pad_id)`: the cache of prefix + each of right-padded suffixes and each one's next-token
+      log-probs, for continuations to run after each row's own last token (cloze; `ContextBatch`);
     - `run(rows)`: the cache after prefix + each of equal-length rows, one row each (generation);
     - `copy(n)`: the prefix's cache repeated for `n` rows.
 
@@ -115,20 +116,6 @@ class PrefixCache:
         cache = self.copy(len(rows))
         return self._forward(rows, cache) if rows[0] else cache
 
-    def extend(self, suffix: list[int]) -> tuple[PrefixCache, torch.Tensor]:
-        """The PrefixCache of prefix + `suffix` (one forward of the suffix only, on a copy of this cache) and
-        the fp32 log-probs of the token after it. Needs a reusable cache."""
-        assert self.reuse and suffix
-        ids = self.ids + list(suffix)
-        keep = {"logits_to_keep": 1} if self.keeps_logits else {}
-        with torch.no_grad():
-            out = self.model(input_ids=torch.tensor([suffix], device=self.device),
-                             attention_mask=self._ones(1, len(ids)), use_cache=True,
-                             **{self.cache_key: self.copy()}, **keep)
-        child = copy.copy(self)
-        child.ids, child.cache = ids, _out_cache(out)
-        return child, torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-
     def log_probs(self, suffixes: list[list[int]], pad_id: int,
                   last_only: bool = False) -> tuple[torch.Tensor, list[int]]:
         """fp32 log-softmax over [batch, positions, vocab] of right-padded `suffixes` after the prefix, and each
@@ -167,3 +154,66 @@ class PrefixCache:
             cols = torch.tensor([index[k - 1] for k in lens], device=logits.device)
             return torch.log_softmax(logits[rows, cols].float(), dim=-1), lens
         return torch.log_softmax(logits.float(), dim=-1), lens
+
+    def contexts(self, suffixes: list[list[int]], pad_id: int) -> ContextBatch:
+        """One forward of right-padded `suffixes` (>= 1 token each) after the prefix: their KV cache (one row
+        each) and the fp32 log-probs of each row's next token, for continuations to run on (`ContextBatch`).
+        Needs a reusable cache."""
+        assert self.reuse and all(suffixes)
+        lens = [len(s) for s in suffixes]
+        n, width = len(suffixes), max(lens)
+        ids = torch.full((n, width), pad_id, dtype=torch.long)
+        mask = torch.zeros((n, width + len(self.ids)), dtype=torch.long)
+        mask[:, : len(self.ids)] = 1
+        for i, s in enumerate(suffixes):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, len(self.ids): len(self.ids) + len(s)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = sorted({k - 1 for k in lens})
+        keep = {"logits_to_keep": torch.tensor(positions, device=self.device)} if self.keeps_logits else {}
+        with torch.no_grad():
+            out = self.model(input_ids=ids, attention_mask=mask, use_cache=True,
+                             **{self.cache_key: self.copy(n)}, **keep)
+        index = {q: k for k, q in enumerate(positions)} if keep else {q: q for q in positions}
+        rows = torch.arange(n, device=out.logits.device)
+        cols = torch.tensor([index[k - 1] for k in lens], device=out.logits.device)
+        nxt = torch.log_softmax(out.logits[rows, cols].float(), dim=-1)
+        return ContextBatch(self, _out_cache(out), mask, [len(self.ids) + k for k in lens], nxt)
+
+
+def continues_padded(model, width: int) -> bool:
+    """Whether continuations can run after right-padded contexts (`ContextBatch`) up to `width` tokens: the model
+    takes `position_ids`, and no sliding window is shorter (its mask counts the padding as tokens)."""
+    window = getattr(getattr(base_model(model), "config", None), "sliding_window", None)
+    return "position_ids" in _forward_params(model) and (not window or width <= int(window))
+
+
+class ContextBatch:
+    """The KV cache of prefix + each of several right-padded contexts (`PrefixCache.contexts`) and the log-probs
+    of each context's next token (`next`, [rows, vocab]). Continuations run after each row's own last token: the
+    padding between stays masked and the positions are the row's own (`position_ids`), as batched generation
+    runs after left padding, so a row sees exactly its own tokens at their own positions."""
+
+    def __init__(self, prefix: PrefixCache, cache, mask: torch.Tensor, lengths: list[int], nxt: torch.Tensor):
+        self.prefix, self.cache, self.mask, self.lengths, self.next = prefix, cache, mask, lengths, nxt
+
+    def log_probs(self, rows: list[int], conts: list[list[int]], pad_id: int) -> torch.Tensor:
+        """fp32 log-softmax over [len(rows), positions, vocab] of right-padded `conts` (>= 1 token each), each
+        after context `rows[k]` (a row may be named several times: one context, several options)."""
+        dev = self.prefix.device
+        n, width = len(conts), max(len(c) for c in conts)
+        ids = torch.full((n, width), pad_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for k, c in enumerate(conts):
+            ids[k, : len(c)] = torch.tensor(c)
+            mask[k, : len(c)] = 1
+        index = torch.tensor(rows, device=dev)
+        start = torch.tensor([self.lengths[r] for r in rows])
+        positions = (start[:, None] + torch.arange(width)[None, :]).to(dev)
+        cache = copy.deepcopy(self.cache)
+        cache.reorder_cache(index)  # row k: a copy of context rows[k]'s cache
+        m = self.prefix.model
+        with torch.no_grad():
+            logits = m(input_ids=ids.to(dev), attention_mask=torch.cat([self.mask[index], mask.to(dev)], 1),
+                       position_ids=positions, use_cache=True, **{self.prefix.cache_key: cache}).logits
+        return torch.log_softmax(logits.float(), dim=-1)

@@ -190,10 +190,13 @@ def suite_metrics(suite: Suite, per_dataset: Mapping[str, dict]) -> dict:
 
 def run_suite(model, tokenizer, suite: Suite, rank: int = 0, world: int = 1, gather: Gather | None = None,
               items: dict | None = None, progress: bool = True,
-              journal=None) -> tuple[dict, dict[tuple[str, str], list[Result]]]:
+              journal=None, lockstep_ranks: bool = True,
+              should_stop=None) -> tuple[dict, dict[tuple[str, str], list[Result]]]:
     """Score the suite; (metrics, per-item results keyed by (dataset, lang)), computed on every rank.
-    `journal`: resume an interrupted evaluation (clika.scoring.journal)."""
+    `journal`: resume an interrupted evaluation (clika.scoring.journal); `lockstep_ranks`, `should_stop`
+    (clika.scoring.api.score_sets)."""
     items = items if items is not None else load_suite_items(suite)
-    outs = run_tasks(model, tokenizer, suite_tasks(suite, items), rank, world, gather, progress, journal)
+    outs = run_tasks(model, tokenizer, suite_tasks(suite, items), rank, world, gather, progress, journal,
+                     lockstep_ranks, should_stop=should_stop)
     results = {key: res for out in outs.values() for key, res in out.results.items()}
     return suite_metrics(suite, {name: out.metrics for name, out in outs.items()}), results

@@ -47,18 +47,24 @@ def test_log_probs_of_a_batch_equal_a_no_cache_forward_of_each_sequence(batch):
     assert torch.equal(again, cached.log_probs(suffixes, pad)[0])
 
 
-def test_extend_runs_the_suffix_once_and_continues_like_a_plain_forward(batch):
+def test_contexts_run_once_and_continue_each_row_like_a_plain_forward(batch):
+    """Cloze's use: right-padded contexts of unequal lengths in one forward, then options after each row's own
+    last token (padding between masked, the row's own positions): a plain forward of each whole sequence."""
     model, pad, prefix, suffixes = batch
     cached = PrefixCache(model, prefix)
-    context, options = suffixes[2], [suffixes[0], suffixes[1], suffixes[3]]
-    child, first = cached.extend(context)
-    assert child.ids == prefix + context and child.cache.get_seq_length() == len(prefix + context)
-    assert cached.cache.get_seq_length() == len(prefix)
-    assert (first - plain_log_probs(model, prefix + context)[-1]).abs().max() < 1e-4
-    logp, lens = child.log_probs(options, pad)
-    for row, opt in enumerate(options):
-        want = plain_log_probs(model, prefix + context + opt)[len(prefix + context):]
-        assert (logp[row, : lens[row]] - want).abs().max() < 1e-4, row
+    contexts, options = [suffixes[2], suffixes[0], suffixes[3]], [suffixes[1], suffixes[3], suffixes[0]]
+    ctx = cached.contexts(contexts, pad)
+    assert cached.cache.get_seq_length() == len(prefix) and ctx.cache.get_seq_length() == len(prefix + suffixes[2])
+    for row, c in enumerate(contexts):
+        assert (ctx.next[row] - plain_log_probs(model, prefix + c)[-1]).abs().max() < 1e-4, row
+    rows = [0, 0, 1, 2, 2, 1]  # a context named several times: several options after it
+    conts = [options[k % 3] for k in range(len(rows))]
+    logp = ctx.log_probs(rows, conts, pad)
+    assert logp.shape[:2] == (len(rows), max(map(len, conts)))
+    for k, (row, opt) in enumerate(zip(rows, conts)):
+        want = plain_log_probs(model, prefix + contexts[row] + opt)[len(prefix + contexts[row]):]
+        assert (logp[k, : len(opt)] - want).abs().max() < 1e-4, k
+    assert torch.equal(ctx.log_probs(rows, conts, pad), logp)  # the contexts' cache is never written into
 
 
 def test_run_gives_each_row_the_cache_of_its_whole_sequence(batch):
