@@ -11,6 +11,7 @@ from clika.data.registry import LETTERS
 from clika.util.jsonl import atomic_write_text, write_json, write_jsonl
 from clika.util.languages import LANGS
 from clika.metrics.names import CIRCULAR, CIRCULAR_KEYS, PLAIN
+from clika.scoring.release import GLM_RULES
 
 
 def _pct(v) -> str:
@@ -97,8 +98,10 @@ def _protocol_line(metrics: dict) -> str:
     if metrics["protocol"] == "paper":
         rp = metrics["release_protocol"]
         dev = "; deviations: " + ", ".join(rp["deviations"]) if rp["deviations"] else ""
+        length = (f"max_length = prompt tokens + {rp['max_new_tokens']} (ChatGLM's model.chat, sampled)"
+                  if rp["output"] in GLM_RULES else f"{rp['max_new_tokens']} new tokens")
         return (f"`paper` (the release's inference protocol: family `{rp['family']}` = `{rp['release_class']}`, "
-                f"{rp['num_beams']} beams, {rp['max_new_tokens']} new tokens, first-character rule{dev})")
+                f"{rp['num_beams']} beams, {length}, first-character rule{dev})")
     return (f"`{metrics['protocol']}` (this project's protocol, letter form `{metrics['letter_form']}`; "
             "not comparable item for item with the published outputs: use clika.protocol=paper)")
 
