@@ -40,6 +40,7 @@ class ModelSpec:
     protocol: dict[str, Any] = field(default_factory=dict)  # the release's inference protocol (clika.protocol)
     allow_unpinned_remote_code: bool = False  # run trust_remote_code without a pinned revision (not recommended)
     gradient_checkpointing: bool = False  # training only: recompute activations in backward (clika.train.module)
+    size: dict[str, Any] = field(default_factory=dict)  # transformers config fields sizing it offline (clika.train.plan)
     # Loading (transformers' from_pretrained; device_map/max_memory are accelerate's big-model loading, for ONE
     # process over a model bigger than one device): auto | balanced | balanced_low_0 | sequential | {module: device}
     device_map: Any = None

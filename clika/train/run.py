@@ -1,6 +1,7 @@
 """`train(cfg) -> dict`: validate, prepare data, build module / datamodule / trainer, fit, export, summarise.
 
-Tasks: `fit` (default), `prepare` (only the cached tokenization), `export` (a checkpoint -> HF folders).
+Tasks: `fit` (default), `prepare` (only the cached tokenization), `export` (a checkpoint -> HF folders), `plan`
+(the estimated memory per device, clika/train/plan.py; a fit checks it at start-up).
 Only rank 0 writes files outside Lightning's own checkpointing; every write is temp + rename.
 """
 
@@ -21,6 +22,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from transformers import AutoConfig
 from transformers.utils import logging as hf_logging
 
 from clika.app.checks import friendly_errors, run_train_checks
@@ -30,14 +32,17 @@ from clika.app.env import PROJECT_ROOT, setup_env
 from clika.util.jsonl import atomic_write_text
 from clika.app.launch import global_rank, register_resolvers
 from clika.app.quiet import quiet_known_noise
-from clika.models.load import ModelSpec, load_tokenizer
+from clika.models.load import ModelSpec, load_tokenizer, resolve_model_dir
+from clika.scoring.suite import Suite
+from clika.util.errors import ClikaError
 from clika.train.base import is_base, resolve_base
 from clika.train.checkpointing import last_checkpoint, resolve_resume
 from clika.train.callbacks.clika_eval import ClikaEvalCallback
 from clika.train.data.datamodule import MixtureDataModule
 from clika.train.export import export_checkpoint
 from clika.train.loggers import build_loggers, finish_wandb, wandb_mode_note
-from clika.train.module import CausalLMModule, check_context
+from clika.train.module import CausalLMModule, check_context, lora_targets
+from clika.train.plan import Plan, Setup, config_from_size, estimate, over_budget, render, shape_of
 from clika.train.cluster.run_lock import acquire
 from clika.train.cluster.slurm_requeue import cluster_plugins
 from clika.train.cluster.slurm_signals import install_early_handlers
@@ -69,6 +74,84 @@ def model_spec(cfg: DictConfig, init: str | None = None) -> ModelSpec:
         else:
             model.update(name=str(init).rstrip("/").split("/")[-1], name_or_path=str(init))
     return ModelSpec(**model)
+
+
+# ---------------------------------------------------------------- memory plan
+log = logging.getLogger(__name__)
+
+
+def _model_config(spec: ModelSpec):
+    """The model's transformers config: its config.json (tiny / GGUF folders in the project cache, a local folder,
+    the hub or its cache), else the preset's `size:` block."""
+    try:
+        path = resolve_model_dir(spec) if spec.name_or_path == "tiny" or spec.gguf_package else spec.name_or_path
+        return AutoConfig.from_pretrained(path, revision=spec.revision, trust_remote_code=spec.trust_remote_code), path
+    except (OSError, ValueError) as e:
+        if spec.size:
+            return config_from_size(spec.size), f"model.size of conf/model/{spec.name}.yaml"
+        raise ClikaError(f"model.size: cannot size model '{spec.name}' (no config.json for '{spec.name_or_path}' on disk "
+                         f"or in the hub cache: {str(e).splitlines()[0][:120]})",
+                         fix=f"add a size: block (model_type and the transformers config's sizes, as conf/model/"
+                             f"llama2_7b.yaml has) to conf/model/{spec.name}.yaml, or download the model once") from e
+
+
+def _world(trainer: dict) -> int:
+    devices = trainer.get("devices", 1)
+    if not isinstance(devices, int) or devices < 1:  # -1 / auto: every visible GPU (one process on a CPU)
+        devices = max(1, torch.cuda.device_count()) if uses_gpu(trainer) else 1
+    return devices * int(trainer.get("num_nodes", 1) or 1)
+
+
+def memory_plan(cfg: DictConfig, spec: ModelSpec) -> Plan:
+    """The run's estimated memory (clika.train.plan) from its model's config and the composed settings."""
+    config, source = _model_config(spec)
+    method = _container(cfg.method)
+    lora = ({"r": method["r"], "targets": lora_targets(config.model_type, method.get("target_modules"))}
+            if method["name"] == "lora" else None)
+    trainer, strategy = _container(cfg.trainer), _container(cfg.strategy)
+    clika = cfg.get("callbacks", {}).get("clika")
+    eval_batch = 0
+    if clika is not None and "_target_" in clika:
+        eval_batch = int(cfg.get("clika", {}).get("batch_size") or Suite.__dataclass_fields__["batch_size"].default)
+    setup = Setup(world=_world(trainer), batch=int(cfg.data.batch_size), block=int(cfg.data.block_size),
+                  accumulate=int(trainer.get("accumulate_grad_batches", 1) or 1), dtype=str(spec.dtype),
+                  precision=str(trainer.get("precision", "32-true")),
+                  stage=int(strategy.get("stage", 0)) if strategy["name"].startswith("deepspeed") else 0,
+                  ddp=strategy["name"] == "ddp" or (strategy["name"] == "auto" and _world(trainer) > 1),
+                  offload_optimizer=bool(strategy.get("offload_optimizer")),
+                  offload_params=bool(strategy.get("offload_parameters")),
+                  checkpointing=bool(spec.gradient_checkpointing), eval_batch=eval_batch,
+                  eval_tokens=int(cfg.get("plan", {}).get("eval_tokens", 512)))
+    return estimate(shape_of(config, lora, source), setup)
+
+
+def device_memory(cfg: DictConfig) -> float | None:
+    """Bytes per device: plan.device_memory_gb, else the visible GPU's when the trainer uses GPUs, else None."""
+    gb = cfg.get("plan", {}).get("device_memory_gb")
+    if gb:
+        return float(gb) * 1024 ** 3
+    if uses_gpu(_container(cfg.trainer)) and torch.cuda.is_available():
+        return float(torch.cuda.get_device_properties(0).total_memory)
+    return None
+
+
+def check_memory_plan(cfg: DictConfig, spec: ModelSpec) -> None:
+    """At start-up: warn (plan.strict=true: refuse) when the estimate exceeds the device memory; a model the plan
+    cannot size is not checked (task=plan names the key)."""
+    budget = device_memory(cfg)
+    if budget is None:
+        return
+    try:
+        plan = memory_plan(cfg, spec)
+    except ClikaError:
+        return
+    if (why := over_budget(plan, budget)) is None:
+        return
+    if cfg.get("plan", {}).get("strict"):
+        raise ClikaError(f"plan.strict: {why}", fix="enable model.gradient_checkpointing, lower data.batch_size "
+                         "(raise trainer.accumulate_grad_batches), use a higher ZeRO stage or offload, or plan.strict=false")
+    if global_rank() == 0:
+        log.warning("memory plan: %s; plan.strict=true refuses such a run", why)
 
 
 # ---------------------------------------------------------------- validation
@@ -144,12 +227,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     _one_line_per_log_record()
     _thread_discipline(cfg)
     init = None
-    if is_base(cfg.get("init_from")):  # before seeding: building the base must not shift this run's RNG
+    # before seeding: building the base must not shift this run's RNG (a plan sizes the `model` group, which the
+    # base experiment trains, instead of building the base)
+    if is_base(cfg.get("init_from")) and cfg.task != "plan":
         init = resolve_base(cfg.init_from, cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     run_dir = Path(cfg.paths.output_dir).resolve()
     spec = model_spec(cfg, init)
     method = _container(cfg.method)
+
+    if cfg.task == "plan":
+        plan = memory_plan(cfg, spec)
+        if global_rank() == 0:
+            print(render(plan, device_memory(cfg)), flush=True)
+        return {"task": "plan", "device": plan.device, "host": plan.host, "activations": plan.activations,
+                "peak": plan.peak, "deepspeed_estimate": plan.deepspeed_estimate,
+                "tokens_per_step": plan.tokens_per_step, "params": plan.shape.params}
+    if cfg.task == "fit":
+        check_memory_plan(cfg, spec)
 
     if cfg.task == "export":
         ckpt = resolve_resume(cfg.resume, run_dir)

@@ -17,7 +17,7 @@ from clika.util.languages import NON_EN
 from clika.data.templates import TEMPLATES
 
 # The names train/ dispatches on (one place: clika/train/run.py and clika/train/data/mixture.py import them).
-COMMANDS = ("fit", "prepare", "export")
+COMMANDS = ("fit", "prepare", "export", "plan")
 METHODS = ("lora", "full")
 SAMPLING = ("weights", "temperature")
 
@@ -55,6 +55,18 @@ def check_train_config(cfg: Any) -> None:
              "use resume=auto (last checkpoint of the run dir), a checkpoint path, or null")
     if cfg.task == "export":
         need(cfg.resume is not None, "resume", "task=export needs a checkpoint", "pass resume=<ckpt or run dir>")
+    check_plan_keys(cfg)
+
+
+def check_plan_keys(cfg: Any) -> None:
+    """The memory plan's settings (conf/train.yaml `plan`; the estimate itself: clika.train.plan)."""
+    strict = get(cfg, "plan.strict", False)
+    need(isinstance(strict, bool), "plan.strict", f"must be true or false, got {strict!r}", "plan.strict=true")
+    memory = get(cfg, "plan.device_memory_gb")
+    need(memory is None or (isinstance(memory, (int, float)) and memory > 0), "plan.device_memory_gb",
+         f"must be a number of GiB > 0 or null, got {memory!r}", "e.g. plan.device_memory_gb=80")
+    need((as_int(get(cfg, "plan.eval_tokens", 512)) or 0) > 0, "plan.eval_tokens", "must be > 0",
+         "e.g. plan.eval_tokens=512")
 
 
 def check_master_weights(cfg: Any) -> None:
@@ -142,7 +154,7 @@ def gpu_count() -> int:
 def check_accelerator(cfg: Any, hydra_cfg: Any = None, gpus: Callable[[], int] = gpu_count) -> None:
     """A GPU trainer on a machine without a GPU (Lightning's MisconfigurationException otherwise)."""
     accel = str(get(cfg, "trainer.accelerator", "auto"))
-    if accel not in ("gpu", "cuda") or gpus() > 0:
+    if accel not in ("gpu", "cuda") or get(cfg, "task") == "plan" or gpus() > 0:  # a plan may be made anywhere
         return
     choice = get(hydra_cfg, "runtime.choices.trainer") if hydra_cfg is not None else None
     key = "trainer=gpu" if choice == "gpu" else f"trainer.accelerator={accel}"
