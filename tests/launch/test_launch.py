@@ -45,7 +45,7 @@ def test_slurm_launcher_config_renders_one_task_per_device():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     # interpolated (so SLURM always agrees with Lightning), and resolved to the requested values
-    assert OmegaConf.to_container(launcher)["tasks_per_node"] == "${trainer.devices}"
+    assert OmegaConf.to_container(launcher)["tasks_per_node"] == "${oc.select:trainer.devices,1}"  # eval.py: 1
     assert launcher.tasks_per_node == 4 and launcher.nodes == 2 and launcher.gpus_per_node == 4
     assert launcher.partition == "gpu" and launcher.account == "proj" and launcher.mem_gb == 200
     assert launcher.timeout_min > 0 and launcher.cpus_per_task >= 1
@@ -54,7 +54,7 @@ def test_slurm_launcher_config_renders_one_task_per_device():
 
     # the `--cfg hydra` view carries the same launcher node
     h = _train_py("hydra/launcher=slurm", "trainer.devices=4", "--cfg", "hydra")
-    assert h.returncode == 0 and "tasks_per_node: ${trainer.devices}" in h.stdout
+    assert h.returncode == 0 and "tasks_per_node: ${oc.select:trainer.devices,1}" in h.stdout
 
 
 def test_local_launcher_profiles_render():
@@ -103,7 +103,10 @@ def test_eval_launch_scripts_render_their_command(tmp_path):
     assert r.returncode == 0, r.stderr
     argv = shlex.split(r.stdout.strip())
     assert argv[:2] == ["srun", "--kill-on-bad-exit=1"] and argv[3:] == [
-        "eval.py", f"output_dir={ROOT}/outputs/sbatch/clika-eval-77", "model=llama2_7b"]
+        "eval.py", f"output_dir={ROOT}/outputs/sbatch/clika-eval-77", "resume=auto", "model=llama2_7b"]
+    text = (ROOT / "launch" / "sbatch_eval.sh").read_text()
+    for opt in ("--signal=SIGUSR1@120", "--requeue", "--open-mode=append"):  # a preempted evaluation resumes
+        assert f"#SBATCH {opt}" in text
     r = subprocess.run(["bash", str(ROOT / "launch" / "torchrun_eval.sh"), "clika.limit=5"],
                        env=_env(CLIKA_DRY_RUN="1", NPROC_PER_NODE="2", OUT="/o"), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 
 from clika.app.checks.core import friendly_errors, get, is_debug, report, reported
 from clika.app.checks.eval import check_eval
-from clika.app.checks.launch import check_launch
+from clika.app.checks.launch import check_launch, check_requeue
 from clika.app.checks.overrides import check_command_line, check_group_choices
 from clika.app.checks.renames import check_renamed
 from clika.util.paths import check_output_dir
@@ -70,17 +70,18 @@ def run_train_checks(cfg: Any, hydra_cfg: Any = None, env: Mapping[str, str] | N
     check_resume(cfg, run_dir, list(get(s, "resume_fixed", []) or []), list(get(s, "resume_ignored", []) or []))
 
 
-def run_eval_checks(cfg: Any) -> None:
+def run_eval_checks(cfg: Any, hydra_cfg: Any = None) -> None:
     check_renamed(cfg)
     check_missing_values(cfg)
     check_eval(get(cfg, "clika"), need_root=get(cfg, "task") in ("evaluate", "dump_prompts"))  # they load items
+    check_requeue(cfg, hydra_cfg)  # a requeued evaluation continues from its journal only with resume=auto
 
 
 def run_checks(cfg: Any, hydra_cfg: Any = None, env: Mapping[str, str] | None = None) -> None:
     if is_train_config(cfg):
         run_train_checks(cfg, hydra_cfg, env)
     else:
-        run_eval_checks(cfg)
+        run_eval_checks(cfg, hydra_cfg)
 
 
 class ConfigChecks:
