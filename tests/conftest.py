@@ -62,6 +62,17 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _no_shared_wandb_service():
+    """An in-process W&B run starts a service and exports WANDB_SERVICE; every process started later (a SLURM job,
+    torchrun) would inherit it and share that service, where a resubmitted run's id is then 'in use'. Each test
+    ends with W&B torn down, as a fresh process would find it."""
+    yield
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
+    os.environ.pop("WANDB_SERVICE", None)
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """(model, tokenizer) of the embedded tiny model, built once per session."""
