@@ -156,7 +156,7 @@ def resume(tmp: Path, limit: int) -> dict:
 def markdown(r: dict) -> str:
     b, two, rs = r["batch"], r["two_processes"], r["resume"]
     lines = [SECTION, "",
-             f"Command: `python bench/eval_scale.py` (one run; load average {r['load']} at the start, other jobs on the "
+             f"Command: `python bench/eval_scale.py` (one run; load average {r['load']:.2f} at the start, other jobs on the "
              "same 2 cores). Items/s against `clika.batch_size` on the tiny model in one process "
              f"({b['items']} items: {b['files']} files, x_copa + x_geo × en, zh; clock: {b['clock']}, 1 thread); "
              "outputs equal across batch sizes (paper strings identical, letter/cloze scores within 1e-4) "
@@ -178,7 +178,7 @@ def markdown(r: dict) -> str:
         lines.append(f"| {p} | {x['one']['items']} ({x['limit_per_file']}/file) | {x['one']['items_per_s']:.2f} | "
                      f"{x['two']['items_per_s']:.2f} | {x['ratio']:.2f}× {'✔' if x['ratio'] >= 1.7 else '✘'} | "
                      f"{'yes' if c['identical'] else 'NO'} ({c['items']} items, {c['mismatched']} differ, "
-                     f"max |Δ score| {c['max_score_gap']:.1e}) |")
+                     f"max Δ score {c['max_score_gap']:.1e}) |")
     u, a = rs["uninterrupted"], rs["resumed"]
     ok_items = a["resumed_items"] + rs["scored_in_resume"] == u["items"]
     lines += ["", f"Resume: tiny, letter, `clika.limit={r['resume_limit']}` over the default datasets and languages "
