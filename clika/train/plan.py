@@ -9,8 +9,10 @@ Pure functions over a model's transformers config and the run's shape (no Lightn
   w = bytes of a weight as trained (2 under 16-bit precision with DeepSpeed, else model.dtype's), N = ranks:
   no DeepSpeed: weights Psi*w, gradients Phi*w (+ Phi*w DDP buckets), AdamW 2*Phi*w;
   ZeRO-1/2/3: AdamW m, v and the fp32 master copy 12*Phi/N (on the host with offload_optimizer); gradients Phi*w
-  (ZeRO-1) or Phi*w/N (ZeRO-2/3), + Phi*4/N fp32 gradients under 16-bit; weights Psi*w (ZeRO-1/2) or Psi*w/N plus
-  the gathered largest layer (ZeRO-3; only the latter on the device with offload_parameters).
+  (ZeRO-1) or Phi*w/N (ZeRO-2/3), + Phi*4/N fp32 gradients under 16-bit, + the reduce bucket (reduce_bucket_size
+  elements, Lightning's 2e8) for ZeRO-2/3; weights Psi*w (ZeRO-1/2) or Psi*w/N plus the gathered working set
+  (ZeRO-3: min(Psi, stage3_max_live_parameters, DeepSpeed's 1e9) weights, at least the largest layer; only the
+  latter on the device with offload_parameters).
   DeepSpeed's estimators (estimate_zero2/3_model_states_mem_needs, full fine-tuning with 16-bit weights) are reported
   beside it for ZeRO-2/3.
 - activations kept for backward, per token and decoder layer (Korthikanti et al., 2022, for a Llama-style layer with
@@ -109,6 +111,8 @@ class Setup:
     checkpointing: bool = False
     eval_batch: int = 0             # 0: no CLiKA callback
     eval_tokens: int = 512
+    live_params: float = 1e9        # ZeRO-3: stage3_max_live_parameters (DeepSpeed's default)
+    reduce_bucket: float = 2e8      # ZeRO-2/3: reduce_bucket_size (Lightning's default)
 
 
 @dataclass
@@ -156,7 +160,9 @@ def estimate(shape: Shape, s: Setup) -> Plan:
     else:
         optim = 12 * phi / n
         grads = phi * w / (n if s.stage >= 2 else 1) + (phi * 4 / n if w == 2 else 0)
-        weights = psi * w if s.stage < 3 else psi * w / n + shape.largest_layer * w
+        grads += min(phi, s.reduce_bucket) * w if s.stage >= 2 else 0
+        live = max(shape.largest_layer, min(psi, s.live_params))
+        weights = psi * w if s.stage < 3 else psi * w / n + live * w
         if s.offload_optimizer:
             host["optimizer"], optim = optim, 0.0
             host["gradients"], grads = phi * 4 / n, grads - (phi * 4 / n if w == 2 else 0)

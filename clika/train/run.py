@@ -109,6 +109,7 @@ def memory_plan(cfg: DictConfig, spec: ModelSpec) -> Plan:
     lora = ({"r": method["r"], "targets": lora_targets(config.model_type, method.get("target_modules"))}
             if method["name"] == "lora" else None)
     trainer, strategy = _container(cfg.trainer), _container(cfg.strategy)
+    ds = dict(strategy.get("kwargs") or {})  # DeepSpeed's buffer sizes, as build_strategy passes them
     clika = cfg.get("callbacks", {}).get("clika")
     eval_batch = 0
     if clika is not None and "_target_" in clika:
@@ -121,7 +122,9 @@ def memory_plan(cfg: DictConfig, spec: ModelSpec) -> Plan:
                   offload_optimizer=bool(strategy.get("offload_optimizer")),
                   offload_params=bool(strategy.get("offload_parameters")),
                   checkpointing=bool(spec.gradient_checkpointing), eval_batch=eval_batch,
-                  eval_tokens=int(cfg.get("plan", {}).get("eval_tokens", 512)))
+                  eval_tokens=int(cfg.get("plan", {}).get("eval_tokens", 512)),
+                  live_params=float(ds.get("stage3_max_live_parameters", 1e9)),
+                  reduce_bucket=float(ds.get("reduce_bucket_size", 2e8)))
     return estimate(shape_of(config, lora, source), setup)
 
 

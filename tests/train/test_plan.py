@@ -33,14 +33,16 @@ def test_llama2_7b_from_its_size_block_and_zero_stages(train_cfg):
     z2, z3 = estimate(shape, Setup(stage=2, **base)), estimate(shape, Setup(stage=3, **base))
     p = shape.params
     assert z2.device["optimizer"] == z3.device["optimizer"] == 12 * p / 8
-    assert z2.device["weights"] == 2 * p and z3.device["weights"] == 2 * p / 8 + 2 * shape.largest_layer
-    assert z2.device["gradients"] == z3.device["gradients"] == 6 * p / 8
-    # DeepSpeed's own estimators, reported beside: ZeRO-2's equals these model states; ZeRO-3's (18 bytes per
-    # parameter over the ranks + the largest layer in fp32) leaves out the fp32 gradient partition
-    assert z2.deepspeed_estimate == pytest.approx(sum(z2.device[k] for k in ("weights", "gradients", "optimizer")))
+    assert z2.device["weights"] == 2 * p and z3.device["weights"] == 2 * p / 8 + 2 * 1e9  # + the live parameters
+    assert z2.device["gradients"] == z3.device["gradients"] == 6 * p / 8 + 2 * 2e8  # + the reduce bucket
+    # DeepSpeed's own estimators, reported beside: ZeRO-2's equals these model states less the reduce bucket;
+    # ZeRO-3's (18 bytes per parameter over the ranks + the largest layer in fp32) leaves out the fp32 gradient
+    # partition, the live parameters and the bucket
+    states2 = sum(z2.device[k] for k in ("weights", "gradients", "optimizer"))
+    assert z2.deepspeed_estimate == pytest.approx(states2 - 2 * 2e8)
     states3 = z3.device["weights"] + z3.device["gradients"] + z3.device["optimizer"]
     assert z3.deepspeed_estimate == 4 * shape.largest_layer + int(18 * p / 8)
-    assert z3.deepspeed_estimate == pytest.approx(states3 - 2 * p / 8 + 2 * shape.largest_layer)
+    assert z3.deepspeed_estimate == pytest.approx(states3 - 2 * p / 8 - 2 * 1e9 - 2 * 2e8 + 4 * shape.largest_layer)
     off = estimate(shape, Setup(stage=3, offload_optimizer=True, offload_params=True, **base))
     assert off.device["optimizer"] == 0 and off.host["optimizer"] == 12 * p / 8
     assert off.device["weights"] == 2 * shape.largest_layer
