@@ -3,7 +3,7 @@
 Runs before any process group exists (`python train.py task=prepare` or at the start of `train`), so
 distributed jobs only memory-map finished files and never tokenize under a collective timeout.
 
-A source is read as a stream of chunks (`sources.plan_chunks`: ~32 MB of a JSONL / text file, one parquet row
+A source is read as a stream of chunks (`sources.plan_chunks`: ~16 MB of a JSONL / text file, one parquet row
 group; HF datasets and `limit`ed sources in record batches); `data.num_proc` worker processes each read,
 tokenize and write one chunk as a shard (`NNNNN.ids.npy`, sft also `.labels.npy` / `.lengths.npy`, then
 `NNNNN.json`, the shard's completion mark). The shards go into `tokenized/.<name>-<key>.partial/`; a killed
@@ -15,11 +15,12 @@ pt: the global token stream is the shards in order; block i is stream[i*B:(i+1)*
 shards); `pack_remainder=wrap` adds a `tail` shard holding the tokens that complete the last block. Blocks are
 token for token those of `processing.pack_pt` on the whole corpus.
 
-Why plain .npy shards and not `datasets` (Dataset.from_generator + .map(num_proc) + Arrow): measured in
-bench/prepare_bench.py (bench/results.md). Arrow needs the raw text written once more as a dataset before the
-parallel map, a second pass to cut the global stream into blocks (a batched map packs per batch, which changes
-the blocks), and its rows come back as Python lists; a flat int32 .npy is the block layout itself, mapped with no
-conversion.
+Why plain .npy shards and not `datasets` (Dataset.from_generator + .map(num_proc) + Arrow files): not measured
+against it (bench/prepare_bench.py measures this path only); chosen because Arrow would write the raw text once
+more as a dataset before the parallel map, cutting the global stream into blocks needs a second pass (a batched
+map packs per batch, which changes the blocks and so the cache's content), and its rows come back as Python
+lists; a flat int32 .npy is the block layout itself, memory-mapped with no conversion, and a shard per chunk is
+the unit of resume.
 """
 
 from __future__ import annotations
@@ -248,11 +249,12 @@ def _exclusive(lock: Path) -> Iterator[None]:
 
 
 def _pool(num_proc: int, tokenizer) -> ProcessPoolExecutor:
-    """Workers from a fork server (no fork of a threaded process), which imports this module once."""
+    """Workers from a fork server (no fork of a threaded process), which imports this module and the tokenizer's
+    once for all of them."""
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":
-        ctx.set_forkserver_preload([__name__])
+        ctx.set_forkserver_preload([__name__, type(tokenizer).__module__])
     return ProcessPoolExecutor(num_proc, mp_context=ctx, initializer=_init_worker, initargs=(tokenizer,))
 
 

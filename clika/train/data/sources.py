@@ -91,7 +91,7 @@ class SourceSpec:
 
 
 Row = tuple[str, dict[str, Any]]  # (where: "file:line", "file record N" or "HF dataset 'id' record N", record)
-CHUNK_BYTES = 32 << 20  # a prepare's unit of work and of resume: this much of a line file, or one parquet row group
+CHUNK_BYTES = 16 << 20  # a prepare's unit of work and of resume: this much of a line file, or one parquet row group
 
 
 @dataclass(frozen=True)
