@@ -110,6 +110,7 @@ def memory_plan(cfg: DictConfig, spec: ModelSpec) -> Plan:
             if method["name"] == "lora" else None)
     trainer, strategy = _container(cfg.trainer), _container(cfg.strategy)
     ds = dict(strategy.get("kwargs") or {})  # DeepSpeed's buffer sizes, as build_strategy passes them
+    ds.update((ds.get("config") or {}).get("zero_optimization") or {})
     clika = cfg.get("callbacks", {}).get("clika")
     eval_batch = 0
     if clika is not None and "_target_" in clika:
