@@ -5,21 +5,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from clika.report.curves import plot_curves
 from clika.util.errors import ClikaError
 from clika.util.jsonl import atomic_write_text, write_json, write_jsonl
-from clika.models.load import ModelSpec, load_tokenizer
+from clika.models.load import load_tokenizer
 from clika.report import findings as fnd
 from clika.report.rescore import markdown, rescore, skipped_variants
 from clika.scoring.suite import load_suite_items, suite_tasks
 from clika.eval.conductivity import conductivity, make_fictional
+from clika.eval.common import model_spec, out_dir
 from clika.eval.evaluate import suite_from_cfg
-
-
-def _out(cfg: DictConfig) -> Path:
-    return Path(cfg.get("output_dir") or cfg.paths.output_dir)
 
 
 def dump_prompts(cfg: DictConfig) -> dict:
@@ -27,8 +24,8 @@ def dump_prompts(cfg: DictConfig) -> dict:
     suite = suite_from_cfg(cfg)
     tokenizer = None
     if suite.prompt_style == "chat":
-        tokenizer = load_tokenizer(ModelSpec(**OmegaConf.to_container(cfg.model, resolve=True)))
-    out = _out(cfg)
+        tokenizer = load_tokenizer(model_spec(cfg))
+    out = out_dir(cfg)
     written = []
     for task in suite_tasks(suite, load_suite_items(suite)):
         for lang, prompts in task.prompts(tokenizer).items():
@@ -47,7 +44,7 @@ def rescore_task(cfg: DictConfig) -> dict:
     if skipped:
         print(f"skipped {len(skipped)} variant files that the release's res_statistic.py does not read: "
               + ", ".join(str(f.relative_to(results_dir)) for f in skipped))
-    out = _out(cfg)
+    out = out_dir(cfg)
     write_json(out / "rescore.json", report)
     atomic_write_text(out / "rescore.md", markdown(report))
     print(f"rescored {len(report)} systems -> {out / 'rescore.json'}")
@@ -62,7 +59,7 @@ def findings(cfg: DictConfig) -> dict:
     t0 = time.perf_counter()
     rep = fnd.findings(dirs, cfg.get("comparisons"), dict(cfg.clika.reference), n=int(cfg.clika.bootstrap or 1000),
                        seed=int(cfg.clika.get("seed") or 0))
-    out = _out(cfg)
+    out = out_dir(cfg)
     figures = [str(fnd.plot_comparison(r, out / fnd.figure_name(r))) for r in rep["comparisons"]]
     figures.append(str(fnd.plot_bias_heatmap(rep["audit"], out / "position_bias.png")))
     rep["wall_s"] = time.perf_counter() - t0
@@ -86,7 +83,7 @@ def curves(cfg: DictConfig) -> dict:
             raise ClikaError(f"{c}: no alignment.csv in this run dir",
                              fix="point run_dir at a training run dir made with the CLiKA callback on")
     single = len(csvs) == 1 and not cfg.get("output_dir")
-    out = csvs[0].parent / "alignment_curves.png" if single else _out(cfg) / "alignment_curves.png"
+    out = csvs[0].parent / "alignment_curves.png" if single else out_dir(cfg) / "alignment_curves.png"
     plot_curves(csvs, out, x=cfg.get("curves_x") or "step")
     print(f"curves -> {out}")
     return {"png": str(out)}

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -26,12 +25,10 @@ from clika.fictional.task import FictionalTask
 from clika.fictional.tokenization import name_tokenization_report, release_world
 from clika.util.jsonl import atomic_write_text, write_json, write_jsonl
 from clika.util.languages import LANGS, NON_EN
-from clika.models.load import ModelSpec, load_model, load_tokenizer, training_record
+from clika.models.load import load_model, load_tokenizer, training_record
 from clika.scoring.api import run_tasks
-
-
-def _out(cfg: DictConfig) -> Path:
-    return Path(cfg.get("output_dir") or cfg.paths.output_dir)
+from clika.eval.common import model_spec, out_dir
+from clika.eval.distributed import start
 
 
 def _fict(cfg: DictConfig) -> dict:
@@ -57,14 +54,14 @@ def make_fictional(cfg: DictConfig) -> dict:
     w = world_params(f.get("world"))
     params = {**w, "seed": int(_pick(cfg, "seed", w["seed"])), "continents": int(_pick(cfg, "continents", w["continents"])),
               "cities_per_continent": int(_pick(cfg, "cities", w["cities_per_continent"]))}
-    out = _out(cfg)
+    out = out_dir(cfg)
     world = build_world(params)
     files = write_official_layout(world, out, NON_EN, params["translate_directions"], params["seed"])
     for lang in LANGS:
         text = render_corpus(world, lang) + ([] if lang == "en" else render_name_pairs(world, lang))
         files.append(atomic_write_text(out / "corpus" / f"{lang}.txt", "\n".join(text) + "\n"))
     defects = check_release(out)
-    tok = load_tokenizer(ModelSpec(**OmegaConf.to_container(cfg.model, resolve=True)))
+    tok = load_tokenizer(model_spec(cfg))
     tokenization = {lang: name_tokenization_report(world, tok, lang) for lang in LANGS}
     write_json(out / "make_fictional.json", {"world": params, "model": cfg.model.name, "defects": defects,
                                              "tokenization": tokenization, "files": len(files)})
@@ -94,13 +91,12 @@ def conductivity(cfg: DictConfig) -> dict:
     if not f.get("lang"):
         raise ClikaError("fictional.lang is not set", fix="python eval.py task=conductivity fictional.lang=zh ...")
     f["langs"] = f.get("langs") or ["en", f["lang"]]
-    spec = ModelSpec(**OmegaConf.to_container(cfg.model, resolve=True))
+    spec = model_spec(cfg)
     f["template"] = training_template(f.get("template"), training_record(spec), spec.name_or_path)
     task = FictionalTask(**f)  # reads the data: fails before the model is loaded
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    device = cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = load_model(spec, device=device)
+    model, tokenizer = load_model(spec, device=start(cfg.get("device")).device)  # one process: the device choice
     res = run_tasks(model, tokenizer, [task])[task.name].metrics
     xs, gate = task.trained[0], task.gate
     world = release_world(task.root, list(task.data.items))
@@ -118,7 +114,7 @@ def conductivity(cfg: DictConfig) -> dict:
               "results": {s: {"langs": res["langs"][s], "summary": res["summary"][s],
                               "scores": {k: v.to_dict() for k, v in res["scores"][s].items()}} for s in task.scorers},
               "tokenization": tokenization}
-    out = _out(cfg)
+    out = out_dir(cfg)
     paths = {"results": write_json(out / "conductivity.json", report),
              "report": atomic_write_text(out / "conductivity.md", markdown(report)),
              "predictions": write_jsonl(out / "conductivity_predictions.jsonl",

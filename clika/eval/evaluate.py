@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from clika.eval.common import model_spec
 from clika.eval.distributed import EvalWorld, start
 from clika.eval.preemption import Preemption
 from clika.eval.provenance import provenance
@@ -81,7 +82,7 @@ def evaluate(cfg: DictConfig) -> dict:
         torch.set_num_threads(int(cfg.threads))
     suite_cfg = suite_config(cfg)
     items = load_suite_items(suite_from_cfg(cfg))  # fail on data problems before paying for the model
-    spec = ModelSpec(**OmegaConf.to_container(cfg.model, resolve=True))
+    spec = model_spec(cfg)
     world = start(cfg.get("device"), cfg.get("threads"))  # one process, or this rank of a torchrun / srun launch
     try:
         return evaluate_model(spec, suite_cfg, cfg.paths.output_dir, world, items, resume=cfg.get("resume") == "auto",
