@@ -36,19 +36,19 @@ def readme_examples(readme: Path, app: str) -> list[str]:
     return lines
 
 
-def help_text(app: str, tasks: list[str], root: Path | None = None) -> str:
-    """`python <app>.py --help`: presets per group (bases starting with `_` hidden), tasks, the README's
+def help_text(app: str, commands: list[str], root: Path | None = None) -> str:
+    """`python <app>.py --help`: presets per group (bases starting with `_` hidden), commands (`task=`), the README's
     examples, and where the rest is. `$` doubled: Hydra passes the template through string.Template."""
     root = root or PROJECT_ROOT
     conf = root / "conf"
     doc = {"train": "train a model (Lightning), with CLiKA alignment curves during training",
-           "eval": "evaluate a model on the CLiKA suite (RA, en-CO, XRR) and run the side tasks"}.get(app, app)
+           "eval": "evaluate a model on the CLiKA suite (RA, en-CO, XRR) and run the side commands"}.get(app, app)
     out = [f"python {app}.py — {doc}", "",
            f"usage: python {app}.py [group=preset ...] [key=value ...] [-m: a sweep over comma-separated values]",
            "", "presets (group=preset):"]
     for g in _app_groups(conf, app):
         out.append(f"  {g:<12} {', '.join(presets(conf / g, app))}")
-    out += ["", "tasks: " + " | ".join(f"task={t}" for t in tasks), "", "examples (README.md):"]
+    out += ["", "commands: " + " | ".join(f"task={t}" for t in commands), "", "examples (README.md):"]
     out += [f"  {line}" for line in readme_examples(root / "README.md", app)]
     out += ["", f"all keys and values: python {app}.py [overrides] --cfg job      Hydra's flags: --hydra-help",
             f"shell completion (bash): eval \"$(python {app}.py -sc install=bash)\"",
@@ -56,6 +56,6 @@ def help_text(app: str, tasks: list[str], root: Path | None = None) -> str:
     return "\n".join(out).replace("$", "$$") + "\n"
 
 
-def register_help(app: str, tasks: list[str]) -> None:
+def register_help(app: str, commands: list[str]) -> None:
     """`${clika_help:}` in conf/hydra/default.yaml renders this app's help."""
-    OmegaConf.register_new_resolver("clika_help", lambda: help_text(app, tasks), replace=True)
+    OmegaConf.register_new_resolver("clika_help", lambda: help_text(app, commands), replace=True)
