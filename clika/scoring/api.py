@@ -76,6 +76,24 @@ def unshard(parts: Sequence[Sequence], n: int) -> list:
     return out
 
 
+def balanced_shards(groups: Sequence[Sequence[int]], world: int) -> list[list[int]]:
+    """Whole groups (e.g. the equal-length prompts one `generate` call runs together) dealt to ranks, largest first
+    to the rank holding fewest items (ties: the lower rank); each rank's indices ascending. Deterministic, so every
+    rank computes every rank's share."""
+    ranks: list[list[int]] = [[] for _ in range(world)]
+    for g in sorted(groups, key=lambda g: (-len(g), min(g))):
+        min(ranks, key=len).extend(g)
+    return [sorted(r) for r in ranks]
+
+
+def _plan(scorer, tokenizer, requests: Sequence[Request], world: int, lockstep_ranks: bool) -> list[list[int]] | None:
+    """Each rank's request indices when the scorer groups its calls (`shard_groups`) and ranks need no lockstep:
+    strided shards would split its groups and leave each rank as many calls as one process. None: strided."""
+    if world <= 1 or lockstep_ranks or not hasattr(scorer, "shard_groups"):
+        return None
+    return balanced_shards(scorer.shard_groups(tokenizer, requests), world)
+
+
 def lockstep(scorer: Scorer, tokenizer, requests: Sequence[Request], world: int) -> Scorer:
     """The scorer as every rank of a collective run must use it: prefix reuse decided on the whole set (a shard
     of prompts without BOS may share no prefix), generation for exactly its max_new_tokens steps."""
@@ -101,6 +119,7 @@ def score_sets(model, tokenizer, sets: Sequence[RequestSet], rank: int = 0, worl
     if world > 1 and gather is None:
         raise ValueError("scoring with world > 1 needs a gather function")
     local, scored = {}, 0
+    plans = {s.key: _plan(s.scorer, tokenizer, s.requests, world, lockstep_ranks) for s in sets}
     for i, s in enumerate(sets):
         if should_stop is not None and should_stop():
             raise Stopped(scored, len(sets) - i, len(sets))
@@ -111,14 +130,25 @@ def score_sets(model, tokenizer, sets: Sequence[RequestSet], rank: int = 0, worl
         scorer = lockstep(s.scorer, tokenizer, s.requests, world) if lockstep_ranks else s.scorer
         if "progress" in {f.name for f in fields(scorer)}:
             scorer = replace(scorer, progress=progress)
-        local[s.key] = scorer.score(model, tokenizer, shard(s.requests, rank, world))
+        plan = plans[s.key]
+        mine = shard(s.requests, rank, world) if plan is None else [s.requests[i] for i in plan[rank]]
+        local[s.key] = scorer.score(model, tokenizer, mine)
         scored += 1
         if journal is not None:
             journal.record(s.key, local[s.key])
     if world <= 1:
         return local
     parts = gather(local)
-    return {s.key: unshard([p[s.key] for p in parts], len(s.requests)) for s in sets}
+    return {s.key: unshard([p[s.key] for p in parts], len(s.requests)) if plans[s.key] is None
+            else _unplan(plans[s.key], [p[s.key] for p in parts], len(s.requests)) for s in sets}
+
+
+def _unplan(plan: Sequence[Sequence[int]], parts: Sequence[Sequence], n: int) -> list:
+    out = [None] * n
+    for idx, part in zip(plan, parts):
+        for i, res in zip(idx, part):
+            out[i] = res
+    return out
 
 
 def run_tasks(model, tokenizer, tasks: Sequence[Task], rank: int = 0, world: int = 1,

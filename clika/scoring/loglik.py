@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from clika.util.errors import ClikaError
-from clika.scoring.generate import greedy, release_generate
+from clika.scoring.generate import _groups, greedy, prompt_ids, release_generate
 from clika.scoring.judges import Judge, by_first_char, by_name
 from clika.scoring.prefix import PrefixCache, _common_prefix_len, _encode, continues_padded
 from clika.scoring.release import ProtocolSpec
@@ -220,6 +220,11 @@ class PaperScorer:
     name: str = "paper"
     progress: bool = True  # a progress bar on long calls (the task runner sets it)
     judge: Judge = by_first_char
+
+    def shard_groups(self, tokenizer, requests: Sequence[Request]) -> list[list[int]]:
+        """The items one `generate` call runs together (equal prompt length, at most batch_size): ranks that need no
+        lockstep get whole groups (clika.scoring.api.balanced_shards)."""
+        return _groups([prompt_ids(tokenizer, r.context, self.spec) for r in requests], self.batch_size)
 
     def score(self, model, tokenizer, requests: Sequence[Request]) -> list[Result]:
         bar = _progress(len(requests), "paper", self.progress)

@@ -101,10 +101,23 @@ def test_ranks_without_lockstep_keep_papers_groups_and_give_one_process_results(
                 score_sets(model, tok, sets, rank, 2, lambda local: parts.append(local) or [local],
                            progress=False, lockstep_ranks=lockstep_ranks)
             calls.append(c.rows)
-        gathered = score_sets(model, tok, sets, 0, 2, lambda local: parts, progress=False)[sets[0].key]
+        gathered = score_sets(model, tok, sets, 0, 2, lambda local: parts, progress=False,
+                              lockstep_ranks=lockstep_ranks)[sets[0].key]
         assert [r.output for r in gathered] == [r.output for r in one]
         per_rank = -(-len(requests) // 2)
         if lockstep_ranks:
             assert all(rows == [1] * per_rank for rows in calls)
-        else:
-            assert all(sum(rows) == per_rank and len(rows) < per_rank for rows in calls)
+        else:  # whole equal-length groups per rank: the one-process calls split between the ranks, not repeated
+            groups = PaperScorer(batch_size=16).shard_groups(tok, requests)
+            assert sum(map(sum, calls)) == len(requests) and sum(map(len, calls)) == len(groups)
+            assert all(abs(sum(rows) - len(requests) / 2) <= max(map(len, groups)) for rows in calls)
+
+
+def test_balanced_shards_deal_whole_groups_and_cover_every_item_once():
+    from clika.scoring.api import balanced_shards
+
+    groups = [[0, 3, 5], [1], [2, 4], [6, 7, 8, 9]]
+    parts = balanced_shards(groups, 2)
+    assert parts == [[1, 6, 7, 8, 9], [0, 2, 3, 4, 5]]  # 4 | 3, 2 | then 1 to the lighter rank
+    assert sorted(i for p in parts for i in p) == list(range(10))
+    assert balanced_shards([[0], [1]], 3) == [[0], [1], []]  # a rank without items still takes part
