@@ -40,7 +40,8 @@ def _numbers(tree, path="") -> dict:
 @pytest.mark.parametrize("protocol_args", [
     ["clika.protocol=letter", "clika.circular=true", "clika.datasets=[x_copa,x_geo]", "clika.limit=7"],
     ["clika.protocol=paper", "clika.datasets=[x_copa,x_name]", "clika.limit=5"],
-], ids=["letter-circular", "paper"])
+    ["clika.protocol=cloze", "clika.datasets=[x_geo]", "clika.limit=5"],
+], ids=["letter-circular", "paper", "cloze"])
 def test_two_gloo_ranks_equal_one_process_item_for_item(data_root, tmp_path, protocol_args):
     # 7 / 5 items per file: shards of unequal size (a rank with fewer items still joins every gather)
     _eval(1, tmp_path / "one", data_root, *protocol_args)
