@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -32,8 +33,7 @@ import torch.distributed as dist
 
 from clika.eval.distributed import EvalWorld
 from clika.scoring.api import Stopped
-from clika.train.cluster.slurm_signals import (requeue_signals, restart_count, scontrol_requeue, slurm_job_id,
-                                              under_submitit)
+from clika.train.cluster.slurm_signals import requeue_signals, restart_count, slurm_job_id, under_submitit
 from clika.util.jsonl import write_json
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,11 @@ class Preemption:
         if reason:
             _say(reason)
             return
-        ok, err = scontrol_requeue(job)
+        try:
+            r = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+            ok, err = r.returncode == 0, (r.stderr or r.stdout).strip()
+        except (OSError, subprocess.SubprocessError) as e:
+            ok, err = False, str(e)
         if not ok:
             _say(f"scontrol requeue {job} failed ({err}); resubmit with resume=auto output_dir={out_dir} to continue")
             return

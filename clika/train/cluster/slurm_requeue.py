@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -31,8 +32,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 
 from clika.train.callbacks.preemption import PreemptionCheckpoint
-from clika.train.cluster.slurm_signals import (_STATE, requeue_signals, restart_count, scontrol_requeue, slurm_job_id,
-                                              under_submitit)
+from clika.train.cluster.slurm_signals import _STATE, requeue_signals, restart_count, slurm_job_id, under_submitit
 
 STATE_FILE = "slurm_requeue.json"
 
@@ -134,7 +134,11 @@ class SlurmRequeue(pl.Callback):
         if reason:
             _say(reason)
             return
-        ok, err = scontrol_requeue(job)
+        try:
+            r = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+            ok, err = r.returncode == 0, (r.stderr or r.stdout).strip()
+        except (OSError, subprocess.SubprocessError) as e:
+            ok, err = False, str(e)
         if not ok:
             _say(f"scontrol requeue {job} failed ({err}); resubmit with resume=auto to continue")
             return

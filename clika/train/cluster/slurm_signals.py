@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 from typing import Any
@@ -42,15 +41,6 @@ def requeue_signals() -> set[int]:
 
         sigs.add(int(SlurmJobEnvironment._usr_sig()))
     return sigs
-
-
-def scontrol_requeue(job: str) -> tuple[bool, str]:
-    """`scontrol requeue <job>`: (done, SLURM's message when not) — the one requeue call of training and eval."""
-    try:
-        r = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
-        return r.returncode == 0, (r.stderr or r.stdout).strip()
-    except (OSError, subprocess.SubprocessError) as e:
-        return False, str(e)
 
 
 # ---------------------------------------------------------------- signals before training
