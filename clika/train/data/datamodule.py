@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from clika.train.data.mixture import Items, allocate, mixture_probs, realised_shares
+from clika.train.data.mixture import INT32_MAX, Items, Uniform, allocate, mixture_probs, permutation, realised_shares
 from clika.train.data.prepare import Tokenized, prepare_source
 from clika.train.data.processing import IGNORE
 from clika.train.data.sources import SourceSpec
@@ -66,9 +66,11 @@ class ShardedEpochSampler(Sampler[int]):
         return self.n // self.world
 
     def order(self) -> np.ndarray:
-        """This rank's items of the current epoch, in order (the whole epoch: `start` is not applied)."""
-        order = (torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-                 if self.shuffle else torch.arange(self.n))
+        """This rank's items of the current epoch, in order (the whole epoch: `start` is not applied).
+        int32 when the epoch fits (the same permutation as int64: 4 bytes an item)."""
+        dtype = torch.int32 if self.n <= INT32_MAX else torch.int64
+        order = (torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch), dtype=dtype)
+                 if self.shuffle else torch.arange(self.n, dtype=dtype))
         return order[: len(self) * self.world][self.rank::self.world].numpy()
 
     def __iter__(self):
@@ -118,7 +120,7 @@ class MixtureDataModule(pl.LightningDataModule):
         self.cfg, self.tokenizer, self.seed = data, tokenizer, seed
         self.specs = {name: SourceSpec(name=name, **src) for name, src in data["mix"]["sources"].items()}
         self.sources: dict[str, Tokenized] = {}
-        self.train_items: Items = Items([], [], [])
+        self.train_items: Items = Items([], [])
         self.summary: dict[str, Any] = {}
         self._train_loader: ResumableLoader | None = None
         self._resume: dict[str, int] | None = None
@@ -134,40 +136,62 @@ class MixtureDataModule(pl.LightningDataModule):
         return self.sources
 
     def _split(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Per source, a seeded held-out fraction (at least one item when there are >= 2)."""
+        """Per source, a seeded held-out fraction (at least one item when there are >= 2), each part sorted.
+        The train part is sorted in place in the permutation (int32 when it fits): no second copy."""
         train, val = {}, {}
         for s, (name, tok) in enumerate(sorted(self.sources.items())):
-            perm = np.random.default_rng([self.seed, 7919, s]).permutation(len(tok))
+            perm = permutation(np.random.default_rng([self.seed, 7919, s]), len(tok))
             n_val = min(len(tok) - 1, math.ceil(self.cfg["val_fraction"] * len(tok))) if len(tok) > 1 else 0
-            val[name], train[name] = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+            val[name] = np.sort(perm[:n_val])
+            train[name] = perm[n_val:]
+            train[name].sort()
+            del perm
         return train, val
+
+    def _lengths(self, name: str, idx: np.ndarray):
+        """Tokens of the items `idx` of a source: a Uniform for pt blocks (no per-item array), else an array."""
+        tok = self.sources[name]
+        if getattr(tok, "block_size", None):
+            return Uniform(len(idx), tok.block_size)
+        return tok.lengths()[idx]
 
     def setup(self, stage: str | None = None) -> None:
         if self.summary:
             return
         self.prepare()
+        # Peak memory of a rank: per pt block, the train split (4 bytes) and the allocation (4 bytes a pick);
+        # nothing else per item is built, and the allocation becomes train_items in place.
         train_idx, val_idx = self._split()
         mix = self.cfg["mix"]
-        train_lens = {n: self.sources[n].lengths()[idx] for n, idx in train_idx.items()}
+        train_lens = {n: self._lengths(n, idx) for n, idx in train_idx.items()}
         sizes = {n: int(l.sum()) for n, l in train_lens.items()}
         probs = mixture_probs(sizes, mix["sampling"], mix.get("weights"), mix.get("alpha", 1.0))
         total = int(mix.get("num_tokens") or sum(sizes.values()))
         chosen = allocate(train_lens, probs, total, self.seed)  # items of the train split, by position in it
-        self.train_items = Items.concat({n: train_idx[n][chosen.index[chosen.source == k]]
-                                         for k, n in enumerate(chosen.names)})
         langs = {n: s.share_label for n, s in self.specs.items()}
+        realised, train_tokens = realised_shares(chosen, train_lens, langs), sum(chosen.tokens(train_lens).values())
+        del train_lens
+        if chosen.index.dtype == np.int32 and any(len(self.sources[n]) > INT32_MAX for n in chosen.names):
+            chosen = Items(chosen.names, chosen.index.astype(np.int64), chosen.bounds)
+        for n, pos in chosen.runs():  # positions in the train split -> item numbers of the source, in place
+            for a in range(0, len(pos), 1 << 20):
+                pos[a:a + (1 << 20)] = train_idx[n][pos[a:a + (1 << 20)]]
+        del train_idx
+        self.train_items = chosen
         configured: dict[str, float] = {}
         for n, p in probs.items():
             configured[langs[n]] = configured.get(langs[n], 0.0) + p
-        self.val_items: dict[str, list[tuple[str, int]]] = {}
+        by_lang: dict[str, dict[str, np.ndarray]] = {}
         for n, idx in sorted(val_idx.items()):
-            self.val_items.setdefault(langs[n], []).extend((n, int(i)) for i in idx)
-        self.val_items = {l: v for l, v in self.val_items.items() if v}
+            by_lang.setdefault(langs[n], {})[n] = idx
+        self.val_items: dict[str, Items] = {l: Items.concat(parts) for l, parts in by_lang.items()
+                                            if any(len(v) for v in parts.values())}
+        del val_idx, by_lang
         self.summary = {
             "configured_share": configured,
-            "realised_share": realised_shares(chosen, train_lens, langs),
+            "realised_share": realised,
             "train_items": len(self.train_items),
-            "train_tokens": sum(chosen.tokens(train_lens).values()),
+            "train_tokens": train_tokens,
             "sources": {n: {"lang": t.lang, **{k: v for k, v in t.stats.items() if k != "cache"}}
                         for n, t in self.sources.items()},
         }

@@ -121,19 +121,34 @@ class Tokenized:
         self._ids = [_load(self.path / f"{f}.ids.npy") for f in files]
         self._labels = ([_load(self.path / f"{f}.labels.npy") for f in files] if schema == "sft" else self._ids)
         self._starts = np.concatenate([[0], np.cumsum([len(a) for a in self._ids])]).astype(np.int64)
-        if schema == "pt":
-            self.offsets = np.arange(meta["items"] + 1, dtype=np.int64) * int(meta["block_size"])
+        # pt blocks are all block_size tokens: item i is [i * B, (i + 1) * B), no per-item array in memory
+        self.block_size: int | None = int(meta["block_size"]) if schema == "pt" else None
+        if self.block_size is not None:
+            self._offsets, self._items = None, int(meta["items"])
+            self._end = self._items * self.block_size
         else:
-            self.offsets = _load(self.path / "offsets.npy")
+            self._offsets = _load(self.path / "offsets.npy")
+            self._items = len(self._offsets) - 1
+            self._end = int(self._offsets[-1]) if self._items > 0 else 0
 
     def __reduce__(self):
         return Tokenized, (self.name, self.lang, self.schema, self.path)
 
     def __len__(self) -> int:
-        return len(self.offsets) - 1
+        return self._items
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Item i's tokens are [offsets[i], offsets[i + 1]) (pt: built on demand, 8 bytes an item)."""
+        if self._offsets is None:
+            return np.arange(self._items + 1, dtype=np.int64) * self.block_size
+        return self._offsets
 
     def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
+        """Tokens per item (pt: built on demand; `block_size` says they are all that)."""
+        if self._offsets is None:
+            return np.full(self._items, self.block_size, np.int64)
+        return np.diff(self._offsets)
 
     def _span(self, shards: list[np.ndarray], a: int, b: int) -> np.ndarray:
         s = int(np.searchsorted(self._starts, a, side="right")) - 1
@@ -147,18 +162,24 @@ class Tokenized:
         return np.concatenate(parts)
 
     def item(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        if self._offsets is None:
+            i = int(i)
+            if not 0 <= i < self._items:
+                raise IndexError(f"item {i} out of range for {self._items} blocks")
+            a, b = i * self.block_size, (i + 1) * self.block_size
+        else:
+            a, b = int(self._offsets[i]), int(self._offsets[i + 1])
         ids = self._span(self._ids, a, b)
         return ids, (ids if self.schema == "pt" else self._span(self._labels, a, b))
 
     @property
     def ids(self) -> np.ndarray:
         """Every item's ids, concatenated (a copy unless there is one shard: for small sources and tests)."""
-        return self._span(self._ids, 0, int(self.offsets[-1])) if len(self) else np.zeros(0, np.int32)
+        return self._span(self._ids, 0, self._end) if len(self) else np.zeros(0, np.int32)
 
     @property
     def labels(self) -> np.ndarray:
-        return self._span(self._labels, 0, int(self.offsets[-1])) if len(self) else np.zeros(0, np.int32)
+        return self._span(self._labels, 0, self._end) if len(self) else np.zeros(0, np.int32)
 
 
 # ---- writing: one worker task per chunk ----
