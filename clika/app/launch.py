@@ -116,3 +116,5 @@ def register_resolvers() -> None:
                                         lambda accelerator, devices: None if accelerator == "cpu" else devices)
     if not OmegaConf.has_resolver("clika_rank_zero"):
         OmegaConf.register_new_resolver("clika_rank_zero", lambda value: rank_zero_only(value))
+    if not OmegaConf.has_resolver("clika_upper"):  # the release's file stems: train/DE.json for lang de
+        OmegaConf.register_new_resolver("clika_upper", lambda value: str(value).upper())

@@ -9,8 +9,6 @@ exercised through their functions in clika/app/checks/ (model-free) and clika/tr
 (Cases already covered in tests/test_datasets.py / tests/test_eval_cli.py are reached here by another path.)
 """
 
-import importlib
-import inspect
 import json
 import os
 from pathlib import Path
@@ -223,12 +221,22 @@ def test_lora_targets_absent_from_the_model(tiny):
     check_lora_targets(model, ["layers.0.self_attn.q_proj"])
 
 
-@pytest.mark.skipif("check_lora_targets" not in inspect.getsource(importlib.import_module("clika.train.module")),
-                    reason="hook-up pending: clika/train/module.py apply_method does not call check_lora_targets yet "
-                           "(today: peft NoMatchingPeftModuleError traceback)")
 def test_lora_targets_absent_through_train(train_cfg, capsys):
     cfg = train_cfg("method=lora", "method.target_modules=[W_pack]", *SMALL)
     assert_one_line(_main_fails(cfg, capsys), "method.target_modules", "W_pack")
+
+
+def test_fictional_root_without_the_training_file(tmp_path):
+    """experiment=fictional_conductivity_release with a fictional.root that lacks train/<X>.json: one line naming
+    fictional.root, the missing file and what the folder has, before anything is written."""
+    root = tmp_path / "fict"
+    (root / "train").mkdir(parents=True)
+    (root / "train" / "ZH.json").write_text("", encoding="utf-8")
+    run = tmp_path / "run"
+    stderr = check_config_error("train.py", ["experiment=fictional_conductivity_release", "lang=de",
+                                             f"fictional.root={root}", f"hydra.run.dir={run}"])
+    assert_one_line(stderr, "fictional.root", "train/DE.json", "lang=de", "['ZH']")
+    assert not run.exists()
 
 
 # ------------------------------------------------------------------ eval: the real CLI on users' own JSONL

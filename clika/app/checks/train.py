@@ -183,6 +183,21 @@ def check_fictional_probe(cfg: Any) -> None:
              f"{key}=<one of {' '.join(NON_EN)}>")
 
 
+def check_fictional_root(cfg: Any) -> None:
+    """A mixture that trains on `<fictional.root>/train/<X>.json` (data/mix=fictional_release) needs that file."""
+    root = get(cfg, "fictional.root")
+    if not root:
+        return
+    for name, src in (plain(cfg, "data.mix.sources", {}) or {}).items():
+        path = str(src.get("path") or "")
+        if path.startswith(str(root)) and not Path(path).is_file():
+            have = sorted(p.stem for p in (Path(str(root)) / "train").glob("*.json"))
+            fail("fictional.root", f"'{root}' has no training file {Path(path).relative_to(str(root))} for "
+                 f"lang={get(cfg, 'lang', src.get('lang'))} (data.mix.sources.{name}.path)",
+                 f"point fictional.root at a fictional folder with train/<X>.json (the release's "
+                 f"$CLIKA_DATA/fictional, or eval.py task=make_fictional); it has {have or 'none'}")
+
+
 def check_train(cfg: Any) -> None:
     """Every model-free check of a train config except the launch ones (clika.app.checks.run_train_checks)."""
     check_train_config(cfg)
@@ -194,3 +209,4 @@ def check_train(cfg: Any) -> None:
     check_missing_values(cfg)
     check_init_from(cfg)
     check_fictional_probe(cfg)
+    check_fictional_root(cfg)

@@ -23,9 +23,11 @@ from clika.fictional.task import FictionalTask
 from clika.report.results import plot_co_heatmap
 from clika.scoring.suite import Suite, load_suite_items, suite_metrics, suite_tasks
 from clika.scoring.api import run_tasks
+from clika.util.errors import ClikaError
 
 log = logging.getLogger(__name__)
 # alignment.csv columns logged as clika/<dataset>/<lang>/<key> (bias_* as .../bias/<share|entropy|rstd>)
+SUITE_AT = ("every", "ends")
 LOGGED = ("acc", "ra", "en_co", "acc_type0", "acc_type1", "xrr", *CIRCULAR_COLUMNS, "bias_share", "bias_entropy",
           "bias_rstd")
 
@@ -40,10 +42,15 @@ class ClikaEvalCallback(pl.Callback):
     def __init__(self, suite: dict | None, output_dir: str, every_n_steps: int = 0, on_start: bool = True,
                  on_checkpoint: bool = True, on_end: bool = True, fictional: dict | None = None,
                  limit: int | None = None, langs: list[str] | None = None, bootstrap: int | None = 0,
-                 circular: bool | None = None):
+                 circular: bool | None = None, suite_at: str = "every"):
         """`suite` is the `clika` config (eval suite); `limit` / `langs` / `bootstrap` / `circular` override it
         for cheap curves (bootstrap 0: no confidence interval, which was an eighth of an evaluation's cost;
-        circular null: clika.circular). `fictional` is a `conf/fictional` config (the Fictional probe), or None."""
+        circular null: clika.circular). `fictional` is a `conf/fictional` config (the Fictional probe), or None.
+        `suite_at`: `every` evaluation scores the suite, or only the `ends` (the first and the last; the Fictional
+        probe still runs at every one)."""
+        if suite_at not in SUITE_AT:
+            raise ClikaError(f"callbacks.clika.suite_at: unknown '{suite_at}'", fix=f"use one of {SUITE_AT}")
+        self.suite_at = suite_at
         self.suite_cfg = dict(suite or {})
         if circular is not None:
             self.suite_cfg["circular"] = circular
@@ -100,21 +107,28 @@ class ClikaEvalCallback(pl.Callback):
             self.rows = typed(read_rows(self.csv_path))
         self.evaluated = [s for s in self.evaluated if s <= step]
         if self.on_start and step not in self.evaluated:
-            self.evaluate(trainer, pl_module)
+            self.evaluate(trainer, pl_module, end=True)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if self.every_n_steps and step % self.every_n_steps == 0 and step not in self.evaluated:
-            self.evaluate(trainer, pl_module)
+            self.evaluate(trainer, pl_module, end=self._last_step(trainer))
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         if self.on_checkpoint and trainer.state.fn == "fit" and trainer.global_step not in self.evaluated:
-            self.evaluate(trainer, pl_module)
+            self.evaluate(trainer, pl_module, end=self._last_step(trainer))
             checkpoint.setdefault("callbacks", {})  # state of this eval is included by Lightning afterwards
+
+    @staticmethod
+    def _last_step(trainer) -> bool:
+        try:
+            return trainer.global_step >= int(trainer.estimated_stepping_batches)
+        except Exception:  # no estimate (an unsized loader): the end hook scores the last step
+            return False
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.on_end and trainer.global_step not in self.evaluated:
-            self.evaluate(trainer, pl_module)
+            self.evaluate(trainer, pl_module, end=True)
         self.wait_for_plot()
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
@@ -141,15 +155,17 @@ class ClikaEvalCallback(pl.Callback):
             self._plotter = None
 
     # ---------------------------------------------------------------- evaluation
-    def evaluate(self, trainer, pl_module) -> dict:
-        """Score the live model (no copy), every rank its shard; rank 0 writes and logs."""
+    def evaluate(self, trainer, pl_module, end: bool = False) -> dict:
+        """Score the live model (no copy), every rank its shard; rank 0 writes and logs. `end`: the first or the
+        last evaluation of the run (suite_at=ends scores the suite only then)."""
         started = time.perf_counter()
         model, tokenizer = pl_module.model, pl_module.tokenizer
         world, rank = trainer.world_size, trainer.global_rank
         gather = _gather if world > 1 else None
         was_training = model.training
         model.eval()
-        tasks = [*self._tasks, *([self._fictional] if self._fictional is not None else [])]
+        suite_tasks_now = self._tasks if (end or self.suite_at == "every") else []
+        tasks = [*suite_tasks_now, *([self._fictional] if self._fictional is not None else [])]
         try:
             with torch.no_grad():
                 # progress=False: scorer bars would interleave with the trainer's
@@ -157,8 +173,8 @@ class ClikaEvalCallback(pl.Callback):
         finally:
             model.train(was_training)
         metrics: dict = {"datasets": {}, "summary": {"streams": {}}, "protocol": None}
-        if self._suite is not None:
-            metrics = suite_metrics(self._suite, {t.name: outs[t.name].metrics for t in self._tasks})
+        if self._suite is not None and suite_tasks_now:
+            metrics = suite_metrics(self._suite, {t.name: outs[t.name].metrics for t in suite_tasks_now})
         if self._fictional is not None:  # its entry names its own (gating) scorer
             dataset, stream = self._fictional.stream(outs[self._fictional.name].metrics)
             metrics["datasets"]["fictional"] = dataset
