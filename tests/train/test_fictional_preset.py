@@ -46,7 +46,7 @@ def _logged(run: Path) -> list[dict]:
     return [r for f in run.glob("csv/version_*/metrics.csv") for r in csv.DictReader(f.open())]
 
 
-def _check_real_run(out: dict, lang: str, suite: bool, chance: float = 0.2) -> None:
+def _check_real_run(out: dict, lang: str, suite: bool, chance: float = 0.25) -> None:
     """The callback scored the probe at 0, 2, 4 by generation with mc beside it, the Basic/Factual suite only at
     the first and the last evaluation (suite_at=ends), and logged the gate's four accuracies."""
     run = Path(out["run_dir"])
@@ -65,10 +65,10 @@ def _check_real_run(out: dict, lang: str, suite: bool, chance: float = 0.2) -> N
 
 
 def test_real_preset_runs_on_the_tiny_model(train_cfg):
-    """The preset's wiring (LoRA on q_proj,v_proj, alpaca, the 5 x 8 world, suite at the ends) on the tiny model."""
+    """The preset's wiring (LoRA on q_proj,v_proj, the 4 x 6 world, suite at the ends) on the tiny model."""
     cfg = train_cfg("experiment=fictional_conductivity_real", "model=tiny", "lang=de", *REAL_SHORT)
     assert cfg.method.name == "lora" and list(cfg.method.target_modules) == ["q_proj", "v_proj"]
-    assert cfg.data.template == "alpaca" and cfg.callbacks.clika.suite_at == "ends"
+    assert cfg.data.template == "plain" and cfg.callbacks.clika.suite_at == "ends"
     _check_real_run(train(cfg), "de", suite=bool(cfg.clika.data_root))
 
 
