@@ -291,3 +291,13 @@ def test_eval_cli_traceback_flag_and_missing_model_dir(tmp_path):
     nothing_half_written(tmp_path / "run")
     debug = _error("eval.py", *args, "traceback=true", tmp_path=tmp_path, env={"CLIKA_DATA": str(tmp_path)}, job=True)
     assert "Traceback" in debug and "ClikaError" in debug
+
+
+def test_embedded_fictional_source_from_another_world_than_the_probe(tmp_path):
+    """Training on one generated world and asking about another puts every accuracy at chance: refused in one line."""
+    run = tmp_path / "run"
+    stderr = check_config_error("train.py", ["experiment=fictional_conductivity", "lang=de",
+                                             "data.mix.sources.train.world={continents:4}",
+                                             f"hydra.run.dir={run}"])
+    assert_one_line(stderr, "data.mix.sources.train.world", "fictional.world", "continents")
+    assert not run.exists()

@@ -15,6 +15,7 @@ from clika.app.checks.strategy import check_deepspeed_trainer, check_preset, che
 from clika.app.env import PROJECT_ROOT
 from clika.util.languages import NON_EN
 from clika.data.templates import TEMPLATES
+from clika.fictional.generated import world_params
 
 # The names train/ dispatches on (one place: clika/train/run.py and clika/train/data/mixture.py import them).
 COMMANDS = ("fit", "prepare", "export", "plan")
@@ -198,6 +199,24 @@ def check_fictional_root(cfg: Any) -> None:
                  f"$CLIKA_DATA/fictional, or eval.py task=make_fictional); it has {have or 'none'}")
 
 
+def check_fictional_world(cfg: Any) -> None:
+    """An embedded fictional source must be generated from the world the probe asks about (else the cities trained
+    and the cities asked are different ones, and every accuracy sits at chance)."""
+    probe = plain(cfg, "callbacks.clika.fictional", None)
+    if not probe or probe.get("root"):
+        return
+    asked = world_params(probe.get("world"))
+    for name, src in (plain(cfg, "data.mix.sources", {}) or {}).items():
+        if src.get("format") == "embedded" and str(src.get("path", "")).startswith("fictional_"):
+            trained = world_params(src.get("world"))
+            if trained != asked:
+                differ = sorted(k for k in asked if asked[k] != trained[k])
+                fail(f"data.mix.sources.{name}.world", f"{ {k: trained[k] for k in differ} } differs from the "
+                     f"probe's fictional.world { {k: asked[k] for k in differ} }",
+                     f"set data.mix.sources.{name}.world: ${{oc.select:fictional.world,{{}}}} (as conf/data/source/"
+                     f"fictional_* do), or the same world in both")
+
+
 def check_train(cfg: Any) -> None:
     """Every model-free check of a train config except the launch ones (clika.app.checks.run_train_checks)."""
     check_train_config(cfg)
@@ -210,3 +229,4 @@ def check_train(cfg: Any) -> None:
     check_init_from(cfg)
     check_fictional_probe(cfg)
     check_fictional_root(cfg)
+    check_fictional_world(cfg)
