@@ -23,11 +23,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 run: setup
 	$(PY) train.py
 
-# Two pytest-xdist workers (CI's 2 cores); loadgroup keeps tests/conftest.py's MULTIPROCESS group on one worker.
-# Serial: make test XDIST=  (one file by hand: .venv/bin/python -m pytest tests/<file>.py, no workers)
-XDIST  ?= -n 2 --dist loadgroup
 test: setup
-	$(PY) -m pytest -q $(XDIST)
+	$(PY) -m pytest -q
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
