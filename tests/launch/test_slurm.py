@@ -376,18 +376,25 @@ def test_hydra_slurm_sweep_one_and_two_node_jobs(slurm, tmp_path):
 # ---------------------------------------------------------------- one live run per run dir (3), no cluster needed
 def test_a_second_run_in_a_live_run_dir_is_refused(tmp_path):
     run = tmp_path / "run"
-    args = [PY, "train.py", "resume=auto", f"hydra.run.dir={run}", *JOB, "logger=csv", "trainer.max_steps=30",
-            "trainer.val_check_interval=30", "callbacks.model_checkpoint.every_n_train_steps=30"]
+    # The first run is long (it would train for hours) and is stopped by SIGTERM once the second has been
+    # refused: with a short first run, a slow start of the second (CI under load) found the lock released.
+    args = [PY, "train.py", "resume=auto", f"hydra.run.dir={run}", *JOB, "logger=csv", "trainer.max_steps=100000",
+            "trainer.val_check_interval=100000", "callbacks.model_checkpoint.every_n_train_steps=100000",
+            "++logger.csv.flush_logs_every_n_steps=1"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "CLIKA_RUN_DIR"))}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), WANDB_MODE="offline")
-    first = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         wait_file(run / ".run.lock", 120)
         second = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert first.poll() is None, "the first run ended before the second was refused"
         assert second.returncode == 2, second.stderr[-2000:]
         lines = [ln for ln in second.stderr.splitlines() if ln.startswith("error:")]
         assert len(lines) == 1 and f"pid {first.pid}" in lines[0] and "fix:" in lines[0], second.stderr[-2000:]
-        assert first.wait(timeout=180) == 0
+        wait_file(run / "csv" / "version_0" / "metrics.csv", 120)  # training under way: its handlers are installed
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=180) == 128 + signal.SIGTERM, (tmp_path / "first.log").read_text()[-2000:]
     finally:
         if first.poll() is None:
             first.kill()
