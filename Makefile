@@ -23,8 +23,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 run: setup
 	$(PY) train.py
 
+# Two pytest-xdist workers (CI's 2 cores); loadgroup keeps tests/conftest.py's MULTIPROCESS group on one worker.
+# Serial: make test XDIST=  (one file by hand: .venv/bin/python -m pytest tests/<file>.py, no workers)
+XDIST  ?= -n 2 --dist loadgroup
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

@@ -55,6 +55,54 @@ def data_root() -> Path:
     return root
 
 
+# ---- two pytest-xdist workers (`make test`: -n 2 --dist loadgroup) ----
+# One worker runs every test of this group, one after another: the local SLURM (two 1-CPU nodes: jobs of two
+# workers at once would queue past the tests' bounded waits) and the tests that start several ranks themselves
+# (torchrun / DDP / DeepSpeed over gloo: two of them at once on 2 cores run each at half speed). As the largest
+# group it is scheduled first (xdist >= 3.5 orders work units by size); the other tests share both workers.
+MULTIPROCESS = pytest.mark.xdist_group("multiprocess")
+
+
+def pytest_configure(config):
+    dist = config.getoption("dist", "no")  # "no" without xdist (-p no:xdist) and with -n 0
+    if dist not in ("no", "loadgroup"):
+        config.issue_config_time_warning(pytest.PytestConfigWarning(
+            f"--dist {dist} ignores xdist_group: the SLURM and multi-process tests (conftest.MULTIPROCESS) may run "
+            "on two workers at once; use -n 2 --dist loadgroup (make test)"), stacklevel=2)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook (a worker's)
+def pytest_collection_modifyitems(config, items):
+    """--dist loadgroup: xdist (3.8) tells its scheduler an item's group by renaming the item to `<nodeid>@<group>`
+    through `item._nodeid`, which pytest >= 9.2 no longer reads (the id is structured, `item._id`), so the groups
+    were silently scheduled on both workers (pytest-dev/pytest-xdist#1386). Rename it where pytest keeps the id
+    now, for items xdist's rename missed; a no-op on an xdist that does it."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        groups = {str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                  for m in item.iter_markers("xdist_group")}
+        nodeid = item.nodeid
+        if groups and nodeid.rfind("@") <= nodeid.rfind("]") and hasattr(item, "_id"):
+            item._id = NodeId.parse(f"{nodeid}@{'_'.join(sorted(groups))}")
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Each test starts from the session's environment, whichever tests its worker ran before. An in-process
+    DeepSpeed run (Lightning's DeepSpeedStrategy) leaves MASTER_ADDR, MASTER_PORT, RANK, LOCAL_RANK and NODE_RANK
+    in os.environ, and every fit PL_GLOBAL_SEED: a later test's subprocess would inherit them (with LOCAL_RANK
+    Lightning takes a `trainer.devices=2` run as launched externally and starts no second rank; with RANK every
+    srun task of a SLURM job is global rank 0; a pinned MASTER_PORT can meet another worker's free port)."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread():
     import torch

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import MULTIPROCESS
+
+pytestmark = MULTIPROCESS  # 2 gloo ranks: never beside another multi-process test (xdist: one worker)
 ROOT = Path(__file__).resolve().parents[2]
 
 

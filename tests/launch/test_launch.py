@@ -14,7 +14,7 @@ from clika.util.errors import ClikaError
 from clika.app import launch as launch_env
 from clika.app.checks import run_train_checks
 from clika.train.sweep import optimized_value
-from conftest import check_config_error, cli
+from conftest import MULTIPROCESS, check_config_error, cli
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -281,6 +281,7 @@ def test_sweep_presets_compose(train_cfg):
 
 # ---------------------------------------------------------------- real launches (CPU)
 @pytest.mark.slow
+@MULTIPROCESS
 def test_submitit_local_multirun_two_jobs(tmp_path):
     sweep = tmp_path / "sweep"
     r = _train_py("-m", "hydra/launcher=submitit_local", *TINY, "seed=1,2", f"hydra.sweep.dir={sweep}",
@@ -295,6 +296,7 @@ def test_submitit_local_multirun_two_jobs(tmp_path):
 
 
 @pytest.mark.slow
+@MULTIPROCESS
 def test_torchrun_two_processes_one_run_dir(tmp_path):
     torchrun = Path(PY).parent / "torchrun"
     r = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "train.py", "strategy=ddp",

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import MULTIPROCESS
+
+pytestmark = MULTIPROCESS  # one xdist worker: the cluster's two 1-CPU nodes serve one test at a time
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 LOCAL_SLURM = ROOT / "launch" / "local_slurm.sh"

@@ -19,8 +19,11 @@ from clika.eval.checkpoints import select
 from clika.scoring.api import RequestSet, Stopped, score_sets
 from clika.scoring.journal import Journal
 from clika.util.errors import ClikaError
+from conftest import MULTIPROCESS
 from test_slurm import _cluster_env, _env, wait, wait_file  # the cluster helpers of training's SLURM tests
 
+# one xdist worker (with test_slurm.py): the cluster's two 1-CPU nodes; the module's sweeps are submitted once
+pytestmark = MULTIPROCESS
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 # 4 datasets x 3 languages = 12 request sets, scored in this order; circular makes each last long enough to signal

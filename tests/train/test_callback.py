@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from clika.train.run import train
-from conftest import cli
+from conftest import MULTIPROCESS, cli
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ["clika.datasets=[x_copa,x_geo]", "callbacks.clika.langs=[en,zh]", "callbacks.clika.limit=6",
@@ -86,6 +86,7 @@ def _two_process_run(strategy: str, devices: int, log_dir: Path, data_root: Path
 
 
 @pytest.mark.slow
+@MULTIPROCESS
 def test_one_and_two_processes_log_the_same_alignment(data_root, tmp_path):
     """Step-0 numbers (same initial weights) are equal for 1 process, DDP x2 and ZeRO-3 x2; each run's final
     numbers equal eval.py on its own export, so sharded + gathered evaluation loses and repeats nothing."""

@@ -18,6 +18,7 @@ import torch
 
 from clika.models.load import ModelSpec, load_model
 from clika.train.run import train
+from conftest import MULTIPROCESS
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["trainer.max_steps=3", "trainer.limit_val_batches=1", "trainer.val_check_interval=3"]
@@ -84,6 +85,7 @@ def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@MULTIPROCESS
 @pytest.mark.parametrize("strategy", ["deepspeed_zero2", "deepspeed_zero3", "ddp"])
 def test_two_processes_on_cpu(tmp_path, strategy):
     r = _cli("experiment=mixed_pretrain_zh", f"strategy={strategy}", "trainer.accelerator=cpu", "trainer.devices=2",
@@ -110,6 +112,7 @@ def test_offload_builds_cpu_adam_once(tmp_path):
 
 
 @pytest.mark.slow
+@MULTIPROCESS
 def test_zero3_two_ranks_build_partitioned_and_train_as_one_process(tmp_path):
     """ZeRO-3 x 2 CPU ranks (batch 4 each, configure_model under zero.Init) against one process (batch 8): each rank
     holds half of every weight from construction on, and the same global batches give the same loss at every step."""
