@@ -16,7 +16,7 @@ from clika.util.errors import ClikaError
 from transformers import AutoConfig
 
 from clika.models.load import ModelSpec, load_model, load_tokenizer, resolve_model_dir
-from clika.train.loss import causal_lm_loss, keeps_logits_by_mask
+from clika.train.loss import causal_lm_loss, chunks_the_loss, keeps_logits_by_mask
 
 # LoRA targets per architecture (config.model_type); anything else gets "all-linear".
 LORA_TARGETS = {
@@ -193,6 +193,8 @@ class CausalLMModule(pl.LightningModule):
         model.train()  # transformers 5 loads in eval mode
         self.model = model
         self.sparse_logits = keeps_logits_by_mask(model)  # clika.train.loss: lm_head only where a label is
+        # with checkpointed layers, the output layer's logits would be most of what backward holds: chunk them
+        self.chunked_loss = bool(self.model_spec.gradient_checkpointing) and chunks_the_loss(model)
         self.model_config = base.config
         if getattr(self, "tokenizer", None) is None:
             self.tokenizer = tokenizer
@@ -201,14 +203,14 @@ class CausalLMModule(pl.LightningModule):
         return self.model(**batch)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = causal_lm_loss(self.model, batch, sparse=self.sparse_logits)
+        loss = causal_lm_loss(self.model, batch, sparse=self.sparse_logits, chunked=self.chunked_loss)
         self.tokens_seen += int(batch["attention_mask"].sum()) * self.trainer.world_size
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         self.log("train/tokens", float(self.tokens_seen), on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0):
-        loss = causal_lm_loss(self.model, batch, sparse=self.sparse_logits)
+        loss = causal_lm_loss(self.model, batch, sparse=self.sparse_logits, chunked=self.chunked_loss)
         lang = self.val_langs[dataloader_idx] if dataloader_idx < len(self.val_langs) else str(dataloader_idx)
         self.log(f"val/loss_{lang}", loss, add_dataloader_idx=False, sync_dist=True,
                  batch_size=batch["input_ids"].shape[0])

@@ -18,7 +18,8 @@ Pure functions over a model's transformers config and the run's shape (no Lightn
 - activations kept for backward, per token and decoder layer (Korthikanti et al., 2022, for a Llama-style layer with
   SDPA attention, no dropout): 10*h + 4*I elements (norm inputs/outputs, q k v, attention output, residual; gate, up,
   act(gate), their product), plus the logits (16-bit, their fp32 upcast and the loss's fp32 softmax: V*(a+8) bytes per
-  token). With gradient checkpointing each layer keeps only its input (h) and one layer is recomputed at a time.
+  token). With gradient checkpointing each layer keeps only its input (h) and one layer is recomputed at a time, and
+  the loss runs in chunks (clika.train.loss.chunked_loss): the logits of one chunk of positions at a time.
 - the evaluation batch: a no-grad forward of `eval_batch` x `eval_tokens` (fp32 logits, the KV cache, one layer's
   transient activations).
 """
@@ -32,6 +33,7 @@ import torch
 import torch.nn as nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from clika.train.loss import chunk_positions
 from clika.util.errors import ClikaError
 
 GB = 1024 ** 3
@@ -140,10 +142,10 @@ def _sixteen_bit(precision: str) -> bool:
 def activation_bytes(shape: Shape, batch: int, block: int, act_bytes: int, checkpointing: bool) -> float:
     tokens = batch * block
     layer = (10 * shape.hidden + 4 * shape.intermediate) * act_bytes * tokens
-    logits = shape.vocab * (act_bytes + 8) * tokens
+    logits = shape.vocab * (act_bytes + 8)
     if checkpointing:
-        return shape.layers * shape.hidden * act_bytes * tokens + layer + logits
-    return shape.layers * layer + logits
+        return shape.layers * shape.hidden * act_bytes * tokens + layer + logits * min(tokens, chunk_positions(shape.vocab))
+    return shape.layers * layer + logits * tokens
 
 
 def estimate(shape: Shape, s: Setup) -> Plan:

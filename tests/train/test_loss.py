@@ -57,3 +57,39 @@ def test_pt_batch_takes_the_models_own_path(tiny):
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
     with torch.no_grad():
         assert float(causal_lm_loss(base, batch)) == float(base(**batch).loss)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+@pytest.mark.parametrize("kind", ["sft", "pt"])
+def test_chunked_loss_and_gradients_equal_the_models_own(tiny, method, kind):
+    """With gradient checkpointing the module computes the loss in chunks of positions (lm_head recomputed per chunk
+    in backward): same loss and gradients as the model's own forward, over several chunks and a ragged last one."""
+    from clika.train.loss import chunk_positions, chunked_loss, chunks_the_loss
+    from clika.train.module import enable_gradient_checkpointing
+
+    base, _ = tiny
+    torch.manual_seed(0)
+    model = copy.deepcopy(base)
+    enable_gradient_checkpointing(model, lora=method == "lora")
+    model = apply_method(model, {"name": method, "r": 4, "alpha": 8, "dropout": 0.0,
+                                 "target_modules": ["q_proj", "v_proj"]})
+    model.train()
+    assert chunks_the_loss(model) and chunk_positions(32000) == 131 and chunk_positions(10 ** 9) == 1
+    batch = _sft_batch(base.config.vocab_size)
+    if kind == "pt":
+        batch = {"input_ids": batch["input_ids"], "attention_mask": torch.ones_like(batch["input_ids"]),
+                 "labels": batch["input_ids"]}
+    runs = [lambda: model(**batch).loss, lambda: chunked_loss(model, batch, positions=3),
+            lambda: causal_lm_loss(model, batch, chunked=True)]
+    losses, grads = [], []
+    for run in runs:
+        model.zero_grad(set_to_none=True)
+        loss = run()
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    for i in (1, 2):
+        assert losses[i] == pytest.approx(losses[0], abs=1e-5)
+        assert grads[i].keys() == grads[0].keys() and grads[0]
+        for n in grads[0]:
+            torch.testing.assert_close(grads[i][n], grads[0][n], atol=1e-5, rtol=1e-4)
