@@ -40,12 +40,14 @@ RUN = ["trainer.accelerator=cpu", "trainer.devices=2", "threads=1", "data.batch_
        "trainer.max_steps=2", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false", "logger=none",
        "callbacks.clika=null", "callbacks.model_checkpoint=null", "callbacks.lr_monitor=null",
        "+trainer.enable_checkpointing=false", "export.enabled=false", "print_config=false"]
-# DeepSpeed's ZeRO-3 buffers / 33 (Lightning passes these only through a `config`; it fills batch, precision, clipping)
-SCALED = ["+strategy.kwargs.config={zero_optimization:{stage:3,stage3_max_live_parameters:30000000,"
-          "stage3_max_reuse_distance:30000000,stage3_prefetch_bucket_size:30000000,reduce_bucket_size:30000000,"
-          "allgather_bucket_size:30000000,contiguous_gradients:true,overlap_comm:true}}"]
-STRATEGIES = {"ddp": ["strategy=ddp"], "zero3": ["strategy=deepspeed_zero3"],
-              "zero3_scaled": ["strategy=deepspeed_zero3", *SCALED]}
+# zero3: DeepSpeed's (and Lightning's) buffer defaults; zero3_auto: the preset's default, strategy.zero3_buffers=auto
+# (clika/train/zero3_buffers.py: every limit min(default, 10 x hidden^2) = 1.0e7 here)
+STRATEGIES = {"ddp": ["strategy=ddp"], "zero3": ["strategy=deepspeed_zero3", "strategy.zero3_buffers=deepspeed"],
+              "zero3_scaled": ["strategy=deepspeed_zero3"]}
+# glibc keeps freed heap chunks in the process (its mmap threshold grows up to 32 MB as tensors are freed), so RSS
+# counted tensors long gone (ZeRO-3's per-parameter partitions, freed once flattened: +1.4 GB at fit start); a fixed
+# 1 MB threshold gives every tensor of 1 MB or more its own mapping, returned on free, in every run alike.
+MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2 ** 20)}
 MiB = 1024 ** 2
 
 
@@ -77,7 +79,7 @@ def _tree_rss(proc: psutil.Process) -> int:
 
 def run(args: list[str], limit: float, timeout: float) -> dict:
     """train.py under a memory watchdog: {"rc", "seconds", "tree_peak", "killed"}."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1",
+    env = {**os.environ, **MALLOC, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])}
     t0 = time.perf_counter()
     child = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -166,13 +168,14 @@ def section(r: dict) -> str:
              f"2 CPU ranks (gloo, one thread each), batch 1 x block 64, 2 AdamW steps; measured in one run "
              f"({r['date']}; load average {r['load_avg_1min']:.1f} on {os.cpu_count()} cores). Model-state memory "
              "per rank = peak RSS - the rank's RSS at Lightning's setup in the ZeRO-3 run (imports and data, no model "
-             "yet); the plan column is `task=plan`'s per-device peak (model states + activations) for the same "
-             "config.", "",
+             "yet); the plan column is `task=plan`'s per-device peak (model states + the largest of activations and "
+             "the optimizer step's temporaries) for the same config. Every run under `MALLOC_MMAP_THRESHOLD_=1048576` "
+             "(glibc otherwise keeps freed tensors' heap chunks: RSS would count memory no tensor holds).", "",
              "| run | rank | peak RSS (MiB) | measured model states + activations (MiB) | task=plan (MiB) | plan / measured |",
              "|---|---|---:|---:|---:|---:|"]
-    for name, label in (("ddp", "DDP"), ("zero3", "ZeRO-3, DeepSpeed's buffer defaults"),
-                        ("zero3_scaled", "ZeRO-3, buffers 3e7 (stage3_max_live_parameters, reuse distance, prefetch, "
-                                         "reduce and allgather buckets)")):
+    for name, label in (("ddp", "DDP"), ("zero3", "ZeRO-3, `strategy.zero3_buffers=deepspeed` (DeepSpeed's defaults)"),
+                        ("zero3_scaled", "ZeRO-3, `strategy.zero3_buffers=auto` (the preset's default: every "
+                                         "limit 10 x hidden^2 = 1.0e7)")):
         run_ = r["runs"][name]
         for k, rank in enumerate(run_.get("ranks", [])):
             m = run_["states"][k] if "states" in run_ else float("nan")
@@ -183,8 +186,8 @@ def section(r: dict) -> str:
     if "ratio" in r:
         scaled = r.get("ratio_scaled", float("nan"))
         lines += ["", f"ZeRO-3 / DDP model-state memory per rank (the larger rank of each; target <= 0.6x): DeepSpeed's "
-                      f"defaults **{r['ratio']:.2f}x** {'✔' if r['ratio'] <= 0.6 else '✘'}, buffers scaled to the "
-                      f"model **{scaled:.2f}x** {'✔' if scaled <= 0.6 else '✘'}. Wall: DDP {d['seconds']:.0f} s, "
+                      f"defaults **{r['ratio']:.2f}x** {'✔' if r['ratio'] <= 0.6 else '✘'}, `zero3_buffers=auto` "
+                      f"(the preset's default) **{scaled:.2f}x** {'✔' if scaled <= 0.6 else '✘'}. Wall: DDP {d['seconds']:.0f} s, "
                       f"ZeRO-3 {z['seconds']:.0f} s; the largest process tree "
                       f"{max(x['tree_peak'] for x in r['runs'].values()) / 2**30:.1f} GiB (watchdog at 19 GiB)."]
     return "\n".join(lines) + "\n"
@@ -197,7 +200,7 @@ def write(r: dict, path: Path = ROOT / "bench" / "results.md") -> None:
     if SECTION in text:  # replace this script's earlier section, keep everything else
         head, _, tail = text.partition(SECTION)
         nxt = tail.find("\n## ")
-        text = head.rstrip("\n") + "\n\n" + section(r) + (tail[nxt + 1:] if nxt >= 0 else "")
+        text = head.rstrip("\n") + "\n\n" + section(r) + ("\n" + tail[nxt + 1:] if nxt >= 0 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section(r)
     atomic_write_text(path, text.rstrip("\n") + "\n")

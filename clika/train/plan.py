@@ -20,6 +20,9 @@ Pure functions over a model's transformers config and the run's shape (no Lightn
   act(gate), their product), plus the logits (16-bit, their fp32 upcast and the loss's fp32 softmax: V*(a+8) bytes per
   token). With gradient checkpointing each layer keeps only its input (h) and one layer is recomputed at a time, and
   the loss runs in chunks (clika.train.loss.chunked_loss): the logits of one chunk of positions at a time.
+- the optimizer step under ZeRO-3: three fp32 temporaries of one sub-group (`sub_group_size`, at most the rank's
+  partition), measured on CPU (bench/zero3_memory.py). ZeRO-3's limits come from clika.train.zero3_buffers (`auto`
+  scales them to hidden_size).
 - the evaluation batch: a no-grad forward of `eval_batch` x `eval_tokens` (fp32 logits, the KV cache, one layer's
   transient activations).
 """
@@ -115,6 +118,7 @@ class Setup:
     eval_tokens: int = 512
     live_params: float = 1e9        # ZeRO-3: stage3_max_live_parameters (DeepSpeed's default)
     reduce_bucket: float = 2e8      # ZeRO-2/3: reduce_bucket_size (Lightning's default)
+    sub_group: float = 1e12         # ZeRO-3: sub_group_size (Lightning's default; clika.train.zero3_buffers)
 
 
 @dataclass
@@ -129,10 +133,11 @@ class Plan:
 
     @property
     def peak(self) -> float:
-        """Model states plus the larger of the training activations and the evaluation batch (they do not
-        coexist: the callback evaluates between optimizer steps)."""
+        """Model states plus the largest of the training activations, the evaluation batch and the optimizer
+        step's temporaries (they do not coexist: the step follows the backward, the callback runs between steps)."""
         d = self.device
-        return d["weights"] + d["gradients"] + d["optimizer"] + max(d["activations"], d["evaluation"])
+        return d["weights"] + d["gradients"] + d["optimizer"] + max(d["activations"], d["evaluation"],
+                                                                    d.get("optimizer_step", 0.0))
 
 
 def _sixteen_bit(precision: str) -> bool:
@@ -176,9 +181,12 @@ def estimate(shape: Shape, s: Setup) -> Plan:
     ev_tokens = s.eval_batch * s.eval_tokens
     evaluation = (ev_tokens * (shape.vocab * 4 + 2 * shape.layers * shape.kv_heads * head_dim * act
                                + 2 * (shape.hidden + shape.intermediate) * act)) if s.eval_batch else 0.0
+    # ZeRO-3 steps AdamW one sub-group of the rank's fp32 partition at a time: ~3 fp32 temporaries of it (measured,
+    # bench/zero3_memory.py); without ZeRO-3 torch's AdamW steps tensor by tensor and the measured peak shows none
+    step = 3 * 4 * min(phi / n, s.sub_group) if s.stage == 3 and not s.offload_optimizer else 0.0
     device = {"weights": weights, "gradients": grads, "optimizer": optim,
               "activations": acts["with checkpointing" if s.checkpointing else "without checkpointing"],
-              "evaluation": evaluation}
+              "evaluation": evaluation, "optimizer_step": step}
     plan = Plan(shape, s, device, host, acts, tokens_per_step=s.batch * s.block * n * s.accumulate)
     if s.stage in (2, 3) and phi == psi:
         plan.deepspeed_estimate = _deepspeed_estimate(shape, s)
@@ -214,6 +222,8 @@ def render(plan: Plan, device_memory: float | None = None) -> str:
     for key, value in plan.activations.items():
         rows.append((f"activations {key}", value, " <- configured" if (key == "with checkpointing") == s.checkpointing
                      else ""))
+    if d.get("optimizer_step"):
+        rows.append(("optimizer step (ZeRO-3 sub-group)", d["optimizer_step"], f"  (sub_group_size {s.sub_group:.0e})"))
     if s.eval_batch:
         rows.append(("clika evaluation batch", d["evaluation"], f"  ({s.eval_batch} x {s.eval_tokens} tokens)"))
     rows.append(("total (peak)", plan.peak, f"  of {device_memory / scale:,.0f} {unit}" if device_memory else ""))

@@ -47,6 +47,7 @@ from clika.train.cluster.run_lock import acquire
 from clika.train.cluster.slurm_requeue import cluster_plugins
 from clika.train.cluster.slurm_signals import install_early_handlers
 from clika.train.strategies import build_strategy, deepspeed_optimizer, uses_gpu
+from clika.train.zero3_buffers import explicit_keys, zero3_buffers
 from clika.train.sweep import optimized_value
 
 
@@ -109,8 +110,11 @@ def memory_plan(cfg: DictConfig, spec: ModelSpec) -> Plan:
     lora = ({"r": method["r"], "targets": lora_targets(config.model_type, method.get("target_modules"))}
             if method["name"] == "lora" else None)
     trainer, strategy = _container(cfg.trainer), _container(cfg.strategy)
-    ds = dict(strategy.get("kwargs") or {})  # DeepSpeed's buffer sizes, as build_strategy passes them
-    ds.update((ds.get("config") or {}).get("zero_optimization") or {})
+    stage = int(strategy.get("stage", 0)) if strategy["name"].startswith("deepspeed") else 0
+    shape = shape_of(config, lora, source)
+    explicit = explicit_keys(strategy)  # DeepSpeed's buffer sizes, as build_strategy passes them
+    buffers = (zero3_buffers(str(strategy.get("zero3_buffers", "auto")), shape.hidden, explicit) if stage == 3
+               else zero3_buffers("deepspeed", shape.hidden, explicit))
     clika = cfg.get("callbacks", {}).get("clika")
     eval_batch = 0
     if clika is not None and "_target_" in clika:
@@ -118,15 +122,15 @@ def memory_plan(cfg: DictConfig, spec: ModelSpec) -> Plan:
     setup = Setup(world=_world(trainer), batch=int(cfg.data.batch_size), block=int(cfg.data.block_size),
                   accumulate=int(trainer.get("accumulate_grad_batches", 1) or 1), dtype=str(spec.dtype),
                   precision=str(trainer.get("precision", "32-true")),
-                  stage=int(strategy.get("stage", 0)) if strategy["name"].startswith("deepspeed") else 0,
+                  stage=stage,
                   ddp=strategy["name"] == "ddp" or (strategy["name"] == "auto" and _world(trainer) > 1),
                   offload_optimizer=bool(strategy.get("offload_optimizer")),
                   offload_params=bool(strategy.get("offload_parameters")),
                   checkpointing=bool(spec.gradient_checkpointing), eval_batch=eval_batch,
                   eval_tokens=int(cfg.get("plan", {}).get("eval_tokens", 512)),
-                  live_params=float(ds.get("stage3_max_live_parameters", 1e9)),
-                  reduce_bucket=float(ds.get("reduce_bucket_size", 2e8)))
-    return estimate(shape_of(config, lora, source), setup)
+                  live_params=float(buffers["stage3_max_live_parameters"]),
+                  reduce_bucket=float(buffers["reduce_bucket_size"]), sub_group=float(buffers["sub_group_size"]))
+    return estimate(shape, setup)
 
 
 def device_memory(cfg: DictConfig) -> float | None:
@@ -281,7 +285,8 @@ def _fit(cfg: DictConfig, spec: ModelSpec, method: dict, dm, run_dir: Path) -> d
         run_dir.mkdir(parents=True, exist_ok=True)
     trainer_kwargs = _container(cfg.trainer)
     strategy = build_strategy(_container(cfg.strategy), trainer_kwargs, int(cfg.data.batch_size),
-                              lora=method["name"] == "lora")
+                              lora=method["name"] == "lora",
+                              hidden=int(module.model_config.get_text_config().hidden_size))
     trainer = pl.Trainer(**trainer_kwargs, strategy=strategy, default_root_dir=str(run_dir), plugins=cluster_plugins(),
                          logger=build_loggers(cfg, run_dir, ckpt_path) or False,
                          callbacks=build_callbacks(cfg), use_distributed_sampler=False)

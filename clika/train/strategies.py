@@ -16,6 +16,7 @@ from lightning.fabric.utilities.seed import reset_seed
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, Strategy
 
 from clika.app.checks.strategy import STRATEGIES as PRESETS
+from clika.train.zero3_buffers import explicit_keys, zero3_buffers
 from clika.util.errors import ClikaError
 
 
@@ -54,8 +55,9 @@ def uses_gpu(trainer_cfg: dict[str, Any]) -> bool:
 
 
 def build_strategy(strategy: dict[str, Any], trainer_cfg: dict[str, Any], batch_size: int,
-                   lora: bool) -> Strategy | str:
-    """A Lightning strategy (or name) for the preset in `strategy` (conf/strategy/*.yaml)."""
+                   lora: bool, hidden: int | None = None) -> Strategy | str:
+    """A Lightning strategy (or name) for the preset in `strategy` (conf/strategy/*.yaml); ZeRO-3's buffers scaled
+    to the model's `hidden` size under `strategy.zero3_buffers: auto` (clika.train.zero3_buffers)."""
     name = strategy["name"]
     if name not in PRESETS:
         raise ClikaError(f"strategy.name: unknown preset '{name}'", fix=f"use one of {PRESETS}")
@@ -72,9 +74,12 @@ def build_strategy(strategy: dict[str, Any], trainer_cfg: dict[str, Any], batch_
         exclude_frozen_parameters=lora,  # LoRA: the checkpoint holds the adapter only
         **dict(strategy.get("kwargs") or {}),
     )
-    if uses_gpu(trainer_cfg):
-        return DeepSpeedStrategy(**kwargs)
-    return CPUDeepSpeedStrategy(**kwargs)
+    built = DeepSpeedStrategy(**kwargs) if uses_gpu(trainer_cfg) else CPUDeepSpeedStrategy(**kwargs)
+    mode = str(strategy.get("zero3_buffers", "auto"))
+    if kwargs["stage"] == 3 and hidden and mode == "auto":
+        # Lightning built its config from the kwargs (or took strategy.kwargs.config): explicit keys still win
+        built.config.setdefault("zero_optimization", {}).update(zero3_buffers(mode, hidden, explicit_keys(strategy)))
+    return built
 
 
 def deepspeed_optimizer(strategy: dict[str, Any]) -> type | None:

@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize("script,args,needle", [
     ("train.py", ["data.block_size=1"], "error: data.block_size: must be > 1"),
     ("train.py", ["strategy.name=zero9"], "error: strategy: unknown preset 'zero9'"),
+    ("train.py", ["strategy=deepspeed_zero3", "strategy.zero3_buffers=huge"],
+     "error: strategy.zero3_buffers: unknown value 'huge'"),
     ("train.py", ["clika.datasets=[xcopa]", "paths.clika_data=" + str(ROOT)], "error: clika.datasets: unknown dataset"),
     ("eval.py", ["clika.datasets=[xcopa]"], "error: clika.datasets: unknown dataset 'xcopa'"),
     ("eval.py", ["clika.limit=0"], "error: clika.limit must be a positive integer"),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from clika.app.checks.core import as_int, fail, get, need
+from clika.train.zero3_buffers import MODES as ZERO3_BUFFER_MODES
 from clika.util.errors import ClikaError
 
 # The presets clika/train/strategies.py builds (one place: it imports this).
@@ -33,6 +34,9 @@ def check_strategy(cfg: Any) -> None:
         return
     kwargs = dict(get(s, "kwargs", {}) or {})
     lora = str(get(cfg, "method.name", "")) == "lora"
+    mode = str(get(s, "zero3_buffers", "auto"))
+    need(mode in ZERO3_BUFFER_MODES, "strategy.zero3_buffers", f"unknown value '{mode}'",
+         f"use one of {ZERO3_BUFFER_MODES} (auto: ZeRO-3's limits scaled to the model; deepspeed: its defaults)")
     for key in DERIVED_STRATEGY_KEYS:
         if key in kwargs:
             fail(f"strategy.kwargs.{key}", "is derived by the preset (stage/offload from strategy, micro batch "
