@@ -17,11 +17,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -33,11 +31,11 @@ import torch.distributed as dist
 
 from clika.eval.distributed import EvalWorld
 from clika.scoring.api import Stopped
+from clika.train.cluster import requeue_ledger as ledger
+from clika.train.cluster.requeue_ledger import STATE_FILE
 from clika.train.cluster.slurm_signals import requeue_signals, restart_count, slurm_job_id, under_submitit
-from clika.util.jsonl import write_json
 
 log = logging.getLogger(__name__)
-STATE_FILE = "slurm_requeue.json"  # the name training's requeue state has in a run dir
 MAX_STALLED = 2
 
 
@@ -103,37 +101,20 @@ class Preemption:
 
     def _requeue(self, job: str, name: str, out_dir: Path, stopped: Stopped) -> None:
         path = out_dir / STATE_FILE
-        try:
-            state = json.loads(path.read_text()) if path.exists() else {}
-        except (OSError, ValueError):
-            state = {}
-        if state.get("job") != job:
-            state = {"job": job, "stalled": 0, "attempts": []}
+        state = ledger.load(path, job)
         progress = stopped.scored > 0
-        state["stalled"] = 0 if progress else int(state.get("stalled", 0)) + 1
         attempt = {"restart": restart_count(), "signal": name,
                    "seconds_after_start": round(time.time() - self.started, 1), "sets_scored": stopped.scored,
-                   "sets_left": stopped.remaining, "progress": progress}
-        state["attempts"].append(attempt)
+                   "sets_left": stopped.remaining}
+        ledger.record(state, attempt, progress)
         reason = None
         if state["stalled"] >= MAX_STALLED:
-            lead = ("hydra.launcher.signal_delay_s=<more seconds>" if under_submitit()
-                    else f"--signal={name[3:]}@<more seconds>")
             reason = (f"not requeueing job {job}: {state['stalled']} attempt(s) in a row were signalled ({name}) "
                       f"before they finished a request set: start-up and one set take longer than the signal lead. fix: "
-                      f"resubmit with resume=auto and a longer lead, {lead}, or a longer --time")
-        attempt["requeued"] = reason is None
-        write_json(path, state)
-        if reason:
-            _say(reason)
-            return
-        try:
-            r = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
-            ok, err = r.returncode == 0, (r.stderr or r.stdout).strip()
-        except (OSError, subprocess.SubprocessError) as e:
-            ok, err = False, str(e)
-        if not ok:
-            _say(f"scontrol requeue {job} failed ({err}); resubmit with resume=auto output_dir={out_dir} to continue")
+                      f"resubmit with resume=auto and a longer lead, {ledger.longer_lead(name)}, or a longer --time")
+        why = ledger.settle(path, state, job, reason)
+        if why is not None:
+            _say(why if reason else f"{why}; resubmit with resume=auto output_dir={out_dir} to continue")
             return
         _say(f"requeued job {job} after {name} (restart {restart_count() + 1} resumes with {stopped.remaining} "
              f"request sets left)")

@@ -21,9 +21,7 @@ sbatch and under the submitit launcher alike.
 
 from __future__ import annotations
 
-import json
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -32,9 +30,9 @@ from pathlib import Path
 import lightning.pytorch as pl
 
 from clika.train.callbacks.preemption import PreemptionCheckpoint
+from clika.train.cluster import requeue_ledger as ledger
+from clika.train.cluster.requeue_ledger import STATE_FILE
 from clika.train.cluster.slurm_signals import _STATE, requeue_signals, restart_count, slurm_job_id, under_submitit
-
-STATE_FILE = "slurm_requeue.json"
 
 
 def cluster_plugins() -> list:
@@ -42,12 +40,6 @@ def cluster_plugins() -> list:
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
-
-
-def _write_json(path: Path, data: dict) -> None:
-    from clika.util.jsonl import atomic_write_text
-
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def _say(msg: str) -> None:
@@ -106,41 +98,25 @@ class SlurmRequeue(pl.Callback):
         name = signal.Signals(sig).name
         restart = restart_count()
         path = Path(trainer.default_root_dir) / STATE_FILE
-        try:
-            state = json.loads(path.read_text()) if path.exists() else {}
-        except (OSError, ValueError):
-            state = {}
-        if state.get("job") != job:
-            state = {"job": job, "stalled": 0, "attempts": []}
+        state = ledger.load(path, job)
         at = _STATE["at"] or time.time()
         after = at - _STATE["started"]
         progress = self._first_step_at is not None and at > self._first_step_at
-        state["stalled"] = 0 if progress else int(state.get("stalled", 0)) + 1
-        attempt = {"restart": restart, "signal": name, "seconds_after_start": round(after, 1),
-                   "start_step": self._start_step, "end_step": trainer.global_step, "progress": progress}
-        state["attempts"].append(attempt)
+        ledger.record(state, {"restart": restart, "signal": name, "seconds_after_start": round(after, 1),
+                              "start_step": self._start_step, "end_step": trainer.global_step}, progress)
         limit = self._limit()
         reason = None
         if state["stalled"] >= self.max_stalled:
-            lead = "hydra.launcher.signal_delay_s=<more seconds>" if under_submitit() else f"--signal={name[3:]}@<more seconds>"
             reason = (f"not requeueing job {job}: {state['stalled']} attempt(s) in a row were signalled ({name}) before "
                       f"their first training step (this one {after:.0f}s after it started): start-up takes longer "
-                      f"than the signal lead. fix: resubmit with a longer lead, {lead}, or a longer --time")
+                      f"than the signal lead. fix: resubmit with a longer lead, {ledger.longer_lead(name)}, or a "
+                      f"longer --time")
         elif limit is not None and restart >= limit:
             reason = (f"not requeueing job {job}: it was requeued {restart} time(s) already "
                       f"(hydra.launcher.max_num_timeout={limit}). fix: resubmit with resume=auto to continue")
-        attempt["requeued"] = reason is None
-        _write_json(path, state)
-        if reason:
-            _say(reason)
-            return
-        try:
-            r = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
-            ok, err = r.returncode == 0, (r.stderr or r.stdout).strip()
-        except (OSError, subprocess.SubprocessError) as e:
-            ok, err = False, str(e)
-        if not ok:
-            _say(f"scontrol requeue {job} failed ({err}); resubmit with resume=auto to continue")
+        why = ledger.settle(path, state, job, reason)
+        if why is not None:
+            _say(why if reason else f"{why}; resubmit with resume=auto to continue")
             return
         _say(f"requeued job {job} after {name} (restart {restart + 1} resumes from step {trainer.global_step})")
         # SLURM now sends SIGTERM to this job's processes: the checkpoint is written and W&B finished, so
