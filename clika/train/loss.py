@@ -26,6 +26,9 @@ from torch.utils.checkpoint import checkpoint
 
 IGNORE = -100
 LOGITS_PER_CHUNK = 2 ** 22  # logits one chunk computes (16 MB in fp32): 128 positions at a 32k vocabulary
+# config keys of transformers models whose forward rescales the logits after the lm_head (Cohere's logit_scale,
+# Granite's logits_scaling, MiniCPM's width scaling): their loss is left to the model's own forward
+LOGIT_RESCALING = ("logit_scale", "logits_scaling", "dim_model_base", "scale_width")
 
 
 def predicting_positions(labels: torch.Tensor) -> torch.Tensor:
@@ -73,7 +76,9 @@ def chunks_the_loss(model) -> bool:
     base = _base(model)
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     decoder = base.get_decoder() if keeps_logits_by_mask(model) and hasattr(base, "get_decoder") else None
-    return isinstance(head, torch.nn.Linear) and decoder is not None and decoder is not base
+    text = base.config.get_text_config()
+    rescaled = any(getattr(text, k, None) not in (None, 1, 1.0) for k in LOGIT_RESCALING)
+    return isinstance(head, torch.nn.Linear) and decoder is not None and decoder is not base and not rescaled
 
 
 def _chunk_nll(head: torch.nn.Module, hidden: torch.Tensor, target: torch.Tensor, softcap: float | None):

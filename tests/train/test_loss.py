@@ -93,3 +93,13 @@ def test_chunked_loss_and_gradients_equal_the_models_own(tiny, method, kind):
         assert grads[i].keys() == grads[0].keys() and grads[0]
         for n in grads[0]:
             torch.testing.assert_close(grads[i][n], grads[0][n], atol=1e-5, rtol=1e-4)
+
+
+def test_a_model_that_rescales_its_logits_keeps_its_own_loss(tiny):
+    from clika.train.loss import chunks_the_loss
+
+    base, _ = tiny
+    model = copy.deepcopy(base)
+    assert chunks_the_loss(model)
+    model.config.logits_scaling = 8.0  # as Granite divides its logits
+    assert not chunks_the_loss(model)
