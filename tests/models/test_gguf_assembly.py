@@ -1,6 +1,7 @@
 """A chunked GGUF package is assembled under a temporary name and renamed: a concurrent process never finds a
 half-written file at the target, and a failed assembly leaves nothing behind."""
 
+import importlib
 import sys
 
 import pytest
@@ -28,9 +29,7 @@ def package(tmp_path, monkeypatch):
     (tmp_path / "pkg" / "fake_chunked_gguf" / "__init__.py").write_text(PACKAGE)
     monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
     monkeypatch.setenv("CLIKA_CACHE", str(tmp_path / "cache"))
-    import fake_chunked_gguf
-
-    yield fake_chunked_gguf
+    yield importlib.import_module("fake_chunked_gguf")  # the package written above (not an installed one)
     sys.modules.pop("fake_chunked_gguf", None)
 
 
