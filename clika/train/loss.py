@@ -38,10 +38,14 @@ def predicting_positions(labels: torch.Tensor) -> torch.Tensor:
     return keep
 
 
+def _base(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def keeps_logits_by_mask(model) -> bool:
     """Whether the (peft-wrapped) model's forward takes a boolean `logits_to_keep` mask (transformers' Llama,
     Gemma, Mistral, Qwen ... classes; remote-code models such as Baichuan or ChatGLM do not)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base(model)
     return (hasattr(hf_modeling, "slice_logits_to_keep")
             and "logits_to_keep" in inspect.signature(base.forward).parameters)
 
@@ -64,10 +68,6 @@ def causal_lm_loss(model, batch: dict[str, torch.Tensor], sparse: bool = True, c
 def chunk_positions(vocab: int) -> int:
     """Positions per chunk of `chunked_loss` (also what clika.train.plan counts for the logits)."""
     return max(1, LOGITS_PER_CHUNK // max(1, vocab))
-
-
-def _base(model):
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def chunks_the_loss(model) -> bool:

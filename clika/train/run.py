@@ -47,7 +47,7 @@ from clika.train.cluster.run_lock import acquire
 from clika.train.cluster.slurm_requeue import cluster_plugins
 from clika.train.cluster.slurm_signals import install_early_handlers
 from clika.train.strategies import build_strategy, deepspeed_optimizer, uses_gpu
-from clika.train.zero3_buffers import explicit_keys, zero3_buffers
+from clika.train.zero3_buffers import for_strategy
 from clika.train.sweep import optimized_value
 
 
@@ -112,9 +112,7 @@ def memory_plan(cfg: DictConfig, spec: ModelSpec) -> Plan:
     trainer, strategy = _container(cfg.trainer), _container(cfg.strategy)
     stage = int(strategy.get("stage", 0)) if strategy["name"].startswith("deepspeed") else 0
     shape = shape_of(config, lora, source)
-    explicit = explicit_keys(strategy)  # DeepSpeed's buffer sizes, as build_strategy passes them
-    buffers = (zero3_buffers(str(strategy.get("zero3_buffers", "auto")), shape.hidden, explicit) if stage == 3
-               else zero3_buffers("deepspeed", shape.hidden, explicit))
+    buffers = for_strategy(strategy, shape.hidden)  # DeepSpeed's buffer sizes, as build_strategy passes them
     clika = cfg.get("callbacks", {}).get("clika")
     eval_batch = 0
     if clika is not None and "_target_" in clika:

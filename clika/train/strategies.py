@@ -16,7 +16,7 @@ from lightning.fabric.utilities.seed import reset_seed
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, Strategy
 
 from clika.app.checks.strategy import STRATEGIES as PRESETS
-from clika.train.zero3_buffers import explicit_keys, zero3_buffers
+from clika.train.zero3_buffers import for_strategy, scaled
 from clika.util.errors import ClikaError
 
 
@@ -75,10 +75,9 @@ def build_strategy(strategy: dict[str, Any], trainer_cfg: dict[str, Any], batch_
         **dict(strategy.get("kwargs") or {}),
     )
     built = DeepSpeedStrategy(**kwargs) if uses_gpu(trainer_cfg) else CPUDeepSpeedStrategy(**kwargs)
-    mode = str(strategy.get("zero3_buffers", "auto"))
-    if kwargs["stage"] == 3 and hidden and mode == "auto":
+    if hidden and scaled(strategy):
         # Lightning built its config from the kwargs (or took strategy.kwargs.config): explicit keys still win
-        built.config.setdefault("zero_optimization", {}).update(zero3_buffers(mode, hidden, explicit_keys(strategy)))
+        built.config.setdefault("zero_optimization", {}).update(for_strategy(strategy, hidden))
     return built
 
 

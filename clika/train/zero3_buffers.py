@@ -48,3 +48,14 @@ def explicit_keys(strategy: dict[str, Any]) -> dict[str, Any]:
     out.update({k: v for k, v in ((kwargs.get("config") or {}).get("zero_optimization") or {}).items()
                 if k in DEFAULTS})
     return out
+
+
+def scaled(strategy: dict[str, Any]) -> bool:
+    """Whether the run's ZeRO-3 limits are scaled to the model: a stage-3 DeepSpeed preset under `auto`."""
+    return (str(strategy.get("name", "")).startswith("deepspeed") and int(strategy.get("stage", 0) or 0) == 3
+            and str(strategy.get("zero3_buffers", "auto")) == "auto")
+
+
+def for_strategy(strategy: dict[str, Any], hidden: int) -> dict[str, int]:
+    """The buffer limits a strategy config runs with (what build_strategy sets and clika.train.plan counts)."""
+    return zero3_buffers("auto" if scaled(strategy) else "deepspeed", hidden, explicit_keys(strategy))

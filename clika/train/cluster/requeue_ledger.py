@@ -51,7 +51,7 @@ def scontrol_requeue(job: str) -> str | None:
 
 def settle(path: Path, state: dict, job: str, refusal: str | None) -> str | None:
     """Record whether this attempt is requeued (not when there is a `refusal`), save the ledger, then requeue. None
-    when SLURM accepted the requeue, else what to tell the user: the refusal, or `scontrol failed: <why>`."""
+    when SLURM accepted the requeue, else what to tell the user: the refusal, or `scontrol requeue <job> failed (<why>)`."""
     state["attempts"][-1]["requeued"] = refusal is None
     save(path, state)
     if refusal is not None:
