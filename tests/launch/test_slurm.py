@@ -57,6 +57,24 @@ def slurm():
     return env
 
 
+_SHARED_JOBS: set[str] = set()  # jobs of module fixtures (the reference run), which outlive one test
+
+
+@pytest.fixture(autouse=True)
+def _own_jobs_cancelled(request):
+    """A test leaves no job behind: whatever it submitted (sbatch, a submitit sweep) and is still queued or
+    running when it ends is cancelled, so that a failed test does not hold the cluster's two nodes while the
+    next test's bounded waits run out (the local cluster is the suite's own)."""
+    yield
+    env = _cluster_env() if "slurm" in request.fixturenames else None
+    if env is None:
+        return
+    r = subprocess.run(["squeue", "-h", "-o", "%i"], env=_env(env), capture_output=True, text=True, timeout=30)
+    left = [j for j in r.stdout.split() if j.split("_")[0] not in _SHARED_JOBS]
+    if left:
+        subprocess.run(["scancel", *left], env=_env(env), capture_output=True, timeout=30)
+
+
 def _env(slurm: dict, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "TORCHELASTIC",
                                                                      "CLIKA_RUN_DIR", "SUBMITIT_"))}
@@ -150,6 +168,7 @@ def reference(slurm, tmp_path_factory):
     """An uninterrupted 1-process run of the LONG config (submitted now, waited for by whoever needs it)."""
     base = tmp_path_factory.mktemp("ref")
     jid = sbatch(slurm, base / "out", base / "run", *LONG, name="clika-reference")
+    _SHARED_JOBS.add(jid)
     state = {}
 
     def get():
@@ -168,8 +187,11 @@ def test_preemption_by_requeue_and_by_time_limit_resumes_once_each(slurm, refere
     out = tmp_path / "out"
     req_run, tl_run = tmp_path / "requeued", tmp_path / "time_limit"
     req = sbatch(slurm, out, req_run, *LONG, name="clika-requeue")
-    # time limit 1 min, SIGUSR1 50 s before it: slurmctld checks limits every 30 s, so it comes 10-40 s in
-    tl = sbatch(slurm, out, tl_run, *LONG, opts=["--time=1", "--signal=USR1@50"], name="clika-timelimit")
+    # time limit 3 min, SIGUSR1 110 s before it. sbatch(1): "the signal may be sent up to 60 seconds earlier than
+    # specified" (slurmctld checks limits every 30 s), so it lands 10-70 s in: after the job step has started
+    # (with --time=1 and USR1@50 a check in the job's first second signalled a step not yet started and the
+    # signal was lost) and well before the run's end.
+    tl = sbatch(slurm, out, tl_run, *LONG, opts=["--time=3", "--signal=USR1@110"], name="clika-timelimit")
 
     wait_file(req_run, 120, has_step_ckpt(req_run))
     subprocess.run(["scontrol", "requeue", req], env=_env(slurm), check=True, timeout=30)
