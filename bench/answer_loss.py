@@ -28,11 +28,11 @@ ROOT = common.ROOT
 
 def batches(model: str, lang: str, template: str, batch_size: int, n: int) -> list:
     from clika.app.compose import compose
-    from clika.app.launch import register_resolvers
+    from clika.app.launch import register_config
     from clika.train.data.datamodule import MixtureDataModule
     from omegaconf import OmegaConf
 
-    register_resolvers()
+    register_config()
     cfg = compose("train", [f"experiment=fictional_conductivity", f"lang={lang}", f"model={model}",
                             f"data.template={template}", f"data.batch_size={batch_size}"])
     from clika.models.load import load_tokenizer

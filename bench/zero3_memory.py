@@ -111,10 +111,10 @@ def plans(work: Path) -> dict:
     """The memory plan (clika.train.run.memory_plan) of each run's composed config."""
     from hydra import compose, initialize_config_dir
 
-    from clika.app.launch import register_resolvers
+    from clika.app.launch import register_config
     from clika.train.run import memory_plan, model_spec
 
-    register_resolvers()
+    register_config()
     out = {}
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         for name, strategy in STRATEGIES.items():

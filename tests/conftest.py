@@ -34,10 +34,10 @@ atexit.register(shutil.rmtree, os.environ["HF_HOME"], True)
 from clika.app.checks import check_command_line, friendly_errors  # noqa: E402
 from clika.app.compose import CONF, compose  # noqa: E402
 from clika.app.env import setup_env  # noqa: E402
-from clika.app.launch import register_resolvers  # noqa: E402
+from clika.app.launch import register_config  # noqa: E402
 
 setup_env(offline=True)
-register_resolvers()  # ${clika_data:} etc., as train.py / eval.py register them
+register_config()  # ${clika_data:} etc., as train.py / eval.py register them
 
 
 def _data_root() -> Path | None:

@@ -14,10 +14,10 @@ from clika.app.checks import check_command_line, friendly_errors  # noqa: E402
 from clika.app.compose import CONF, compose  # noqa: E402
 from clika.app.env import setup_env  # noqa: E402
 from clika.app.help import register_help  # noqa: E402
-from clika.app.launch import register_resolvers  # noqa: E402
+from clika.app.launch import register_config  # noqa: E402
 from clika.eval.run import COMMANDS, run  # noqa: E402
 
-register_resolvers()  # run-dir resolvers used by conf/hydra/default.yaml
+register_config()  # run-dir resolvers used by conf/hydra/default.yaml
 register_help("eval", list(COMMANDS))  # ${clika_help:} (hydra.help.template)
 
 

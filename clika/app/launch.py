@@ -14,6 +14,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from clika.app.defaults import register_defaults
+
 RUN_DIR_ENV = "CLIKA_RUN_DIR"
 
 
@@ -98,9 +100,12 @@ def rank_zero_only(value: Any, env: Mapping[str, str] | None = None) -> Any:
     return value if is_rank_zero(env) else None
 
 
-def register_resolvers() -> None:
-    """`${clika_run_dir:<base>,<stamp>[,<output_dir>]}`, `${clika_rank_zero:<value>}` and `${clika_data:}`
-    (CLIKA_DATA, else the release fetched by `eval.py task=get_data`, else null); idempotent."""
+def register_config() -> None:
+    """What conf/ needs before Hydra composes it (idempotent): the resolvers `${clika_run_dir:<base>,<stamp>
+    [,<output_dir>]}`, `${clika_rank_zero:<value>}`, `${clika_data:}` (CLIKA_DATA, else the release fetched by
+    `eval.py task=get_data`, else null) and the others below, and the nodes of dataclass defaults
+    (clika.app.defaults: conf/model/ starts from them)."""
+    register_defaults()
     if not OmegaConf.has_resolver("clika_data"):
         from clika.data.release import default_data_root
 

@@ -93,7 +93,7 @@ def conductivity(cfg: DictConfig) -> dict:
     f["langs"] = f.get("langs") or ["en", f["lang"]]
     spec = model_spec(cfg)
     f["template"] = training_template(f.get("template"), training_record(spec), spec.name_or_path)
-    task = FictionalTask(**f)  # reads the data: fails before the model is loaded
+    task = FictionalTask.from_config(f)  # reads the data: fails before the model is loaded
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     model, tokenizer = load_model(spec, device=start(cfg.get("device")).device)  # one process: the device choice

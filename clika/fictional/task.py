@@ -289,6 +289,12 @@ class FictionalTask:
                               translate_limit=translate_limit)
         self._probes: tuple[object, list[Probe]] | None = None
 
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> "FictionalTask":
+        """From a `conf/fictional` mapping, where null means this class's default (the defaults live here only,
+        as `Suite.from_dict` does for conf/clika)."""
+        return cls(**{k: v for k, v in cfg.items() if v is not None})
+
     def probes(self, tokenizer) -> list[Probe]:
         if self._probes is None or self._probes[0] is not tokenizer:
             self._probes = (tokenizer, build_probes(self.data, tokenizer, self.template, self.form))

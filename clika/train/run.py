@@ -30,7 +30,7 @@ from clika.app.run_dir import git_sha, save_run_config
 from clika.report.curves import read_rows, start_end_table
 from clika.app.env import PROJECT_ROOT, setup_env
 from clika.util.jsonl import atomic_write_text
-from clika.app.launch import global_rank, register_resolvers
+from clika.app.launch import global_rank, register_config
 from clika.app.quiet import quiet_known_noise
 from clika.models.load import ModelSpec, load_tokenizer, resolve_model_dir
 from clika.scoring.suite import Suite
@@ -223,7 +223,7 @@ def _one_line_per_log_record() -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training task described by the composed config (conf/train.yaml); returns a summary dict."""
     install_early_handlers()  # (again: submitit jobs do not run train.py's top) a requeue signal is recorded
-    register_resolvers()  # a submitit job unpickles its config without train.py's registration
+    register_config()  # a submitit job unpickles its config without train.py's registration
     quiet_known_noise()  # (again: a submitit job does not run train.py's top)
     setup_env()
     validate(cfg)

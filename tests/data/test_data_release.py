@@ -71,8 +71,8 @@ def test_eval_cli_get_data_reports_where_and_the_train_config_uses_it(mirror, tm
     assert done.returncode == 0, done.stderr[-2000:]
     where = tmp_path / "cache" / "clika-data" / rel.COMMIT[:12]
     assert f"-> {where}" in done.stdout and "68 files" in done.stdout
-    probe = ("from hydra import compose, initialize_config_dir; from clika.app.launch import register_resolvers;"
-             "register_resolvers(); import json\n"
+    probe = ("from hydra import compose, initialize_config_dir; from clika.app.launch import register_config;"
+             "register_config(); import json\n"
              f"with initialize_config_dir(config_dir='{ROOT / 'conf'}', version_base='1.3'):\n"
              "    c = compose('train', overrides=['paths.root_dir=.', 'paths.output_dir=.'])\n"
              "print(json.dumps(c.callbacks.clika.suite.data_root))")

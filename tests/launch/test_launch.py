@@ -40,7 +40,7 @@ def test_slurm_launcher_config_renders_one_task_per_device():
                   "hydra.launcher.partition=gpu", "hydra.launcher.account=proj", "hydra.launcher.mem_gb=200",
                   "--cfg", "all")
     assert r.returncode == 0, r.stderr[-2000:]
-    launch_env.register_resolvers()  # gpus_per_node: ${clika_gpus_per_node:...} (none for CPU runs)
+    launch_env.register_config()  # gpus_per_node: ${clika_gpus_per_node:...} (none for CPU runs)
     cfg = OmegaConf.create(r.stdout)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
@@ -246,7 +246,7 @@ def test_global_rank_before_the_process_group():
 
 
 def test_resolver_gives_one_run_dir(monkeypatch):
-    launch_env.register_resolvers()
+    launch_env.register_config()
     node = OmegaConf.create({"d": "${clika_run_dir:/o/runs,stamp}"})
     monkeypatch.setenv("CLIKA_RUN_DIR", "/shared")
     assert node.d == "/shared"

@@ -88,7 +88,7 @@ class ClikaEvalCallback(pl.Callback):
             # items are read now: bad data fails before training
             self._tasks = suite_tasks(self._suite, load_suite_items(self._suite))
         if self._fictional is None and self.fictional_cfg:
-            self._fictional = FictionalTask(**self.fictional_cfg)
+            self._fictional = FictionalTask.from_config(self.fictional_cfg)
 
     def state_dict(self) -> dict[str, Any]:
         return {"evaluated": list(self.evaluated), "seconds": self.seconds}
