@@ -20,7 +20,7 @@ from clika.scoring.api import RequestSet, Stopped, score_sets
 from clika.scoring.journal import Journal
 from clika.util.errors import ClikaError
 from conftest import MULTIPROCESS
-from test_slurm import _cluster_env, _env, wait, wait_file  # the cluster helpers of training's SLURM tests
+from test_slurm import _env, slurm, wait, wait_file  # noqa: F401 - the cluster fixture and helpers of training's SLURM tests
 
 # one xdist worker (with test_slurm.py): the cluster's two 1-CPU nodes; the module's sweeps are submitted once
 pytestmark = MULTIPROCESS
@@ -33,14 +33,6 @@ SUITE = ["print_config=false", "threads=1", "device=cpu", f"clika.datasets=[{','
          f"clika.langs=[{','.join(LANGS)}]", "clika.limit=12", "clika.circular=true"]
 SETS = len(DATASETS) * len(LANGS)
 SWEEP = ["hydra/launcher=slurm", "resume=auto", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10"]
-
-
-@pytest.fixture(scope="module")
-def slurm():
-    env = _cluster_env()
-    if env is None:
-        pytest.skip("no local SLURM cluster up: `make slurm && launch/local_slurm.sh start` (.ci/run does it)")
-    return env
 
 
 def _predictions(run: Path) -> dict:

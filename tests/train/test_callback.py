@@ -135,3 +135,24 @@ def test_circular_callback_logs_circular_metrics_and_the_bias_report(train_cfg, 
         assert f"clika/x_geo/zh/{key}" in logged, key
     assert logged["clika/x_geo/zh/bias/share"] == pytest.approx(float(rows[2][("x_geo", "zh")]["bias_share"]))
     assert "clika/factual/acc_circ" in logged and (run / "alignment_curves.png").exists()
+
+
+def test_the_curves_are_redrawn_at_most_every_redraw_every_s_and_at_the_end(tmp_path, monkeypatch):
+    from clika.train.callbacks.clika_eval import ClikaEvalCallback
+
+    drawn = []
+    cb = ClikaEvalCallback(suite=None, output_dir=str(tmp_path), redraw_every_s=3600)
+    monkeypatch.setattr(cb, "_plot", lambda: drawn.append(len(drawn)))
+    cb._redraw()  # an evaluation's rows, seconds after the start: not drawn yet
+    cb._redraw()
+    assert drawn == []
+    cb.teardown(None, None, "fit")  # the end (or an interrupted run): what is not drawn is drawn, once
+    cb.teardown(None, None, "fit")
+    assert drawn == [0]
+    every = ClikaEvalCallback(suite=None, output_dir=str(tmp_path), redraw_every_s=0)
+    monkeypatch.setattr(every, "_plot", lambda: drawn.append(len(drawn)))
+    every._redraw()
+    every.wait_for_plot()
+    every._redraw()
+    every.teardown(None, None, "fit")
+    assert drawn == [0, 1, 2]

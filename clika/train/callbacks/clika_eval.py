@@ -42,12 +42,13 @@ class ClikaEvalCallback(pl.Callback):
     def __init__(self, suite: dict | None, output_dir: str, every_n_steps: int = 0, on_start: bool = True,
                  on_checkpoint: bool = True, on_end: bool = True, fictional: dict | None = None,
                  limit: int | None = None, langs: list[str] | None = None, bootstrap: int | None = 0,
-                 circular: bool | None = None, suite_at: str = "every"):
+                 circular: bool | None = None, suite_at: str = "every", redraw_every_s: float = 60.0):
         """`suite` is the `clika` config (eval suite); `limit` / `langs` / `bootstrap` / `circular` override it
         for cheap curves (bootstrap 0: no confidence interval, which was an eighth of an evaluation's cost;
         circular null: clika.circular). `fictional` is a `conf/fictional` config (the Fictional probe), or None.
         `suite_at`: `every` evaluation scores the suite, or only the `ends` (the first and the last; the Fictional
-        probe still runs at every one)."""
+        probe still runs at every one). `redraw_every_s`: alignment_curves.png is redrawn at most this often and
+        at the end of the run (0: after every evaluation); alignment.csv and the loggers get every evaluation."""
         if suite_at not in SUITE_AT:
             raise ClikaError(f"callbacks.clika.suite_at: unknown '{suite_at}'", fix=f"use one of {SUITE_AT}")
         self.suite_at = suite_at
@@ -71,6 +72,9 @@ class ClikaEvalCallback(pl.Callback):
         self.rows: list[dict] = []  # rank 0: every alignment.csv row of this run (W&B tables are built from it)
         self._defined = False
         self._plotter: threading.Thread | None = None
+        self.redraw_every_s = float(redraw_every_s)
+        self._drawn_at = time.monotonic()  # the first drawing waits as the later ones do
+        self._stale = False  # rows were added since the last drawing
         self.last_logged: dict[str, float] = {}  # rank 0: the metrics of the latest evaluation (optimized_metric)
 
     # ---------------------------------------------------------------- setup and state
@@ -129,16 +133,24 @@ class ClikaEvalCallback(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if self.on_end and trainer.global_step not in self.evaluated:
             self.evaluate(trainer, pl_module, end=True)
+        self._redraw(now=False, final=True)
         self.wait_for_plot()
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._redraw(now=False, final=True)  # an interrupted run (preemption, an error) leaves its curves drawn
         self.wait_for_plot()
 
     # ---------------------------------------------------------------- curves PNG (off the training path)
-    def _redraw(self) -> None:
-        """Redraw alignment_curves.png on a worker thread: drawing 12 panels costs ~1 s of pure Python,
-        which would otherwise stall every rank at each evaluation. One drawing at a time; it reads the
-        CSV that rank 0 just wrote, and the next write waits for it."""
+    def _redraw(self, now: bool = True, final: bool = False) -> None:
+        """Redraw alignment_curves.png on a worker thread: drawing 20 panels costs 1-3 s of one core, which
+        would otherwise stall every rank at each evaluation. At most every `redraw_every_s` (`now`: rows were
+        just added; `final`: the run ends, draw what is not drawn yet). One drawing at a time; it reads the CSV
+        that rank 0 just wrote, and the next write waits for it."""
+        if now:
+            self._stale = True
+        if not self._stale or (not final and time.monotonic() - self._drawn_at < self.redraw_every_s):
+            return
+        self._stale, self._drawn_at = False, time.monotonic()
         self.wait_for_plot()
         self._plotter = threading.Thread(target=self._plot, name="clika-curves", daemon=False)
         self._plotter.start()
