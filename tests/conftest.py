@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from contextlib import contextmanager, redirect_stderr
 from functools import partial
@@ -169,6 +170,16 @@ def cli(script: str, *args: str, run_dir: Path | None = None, env: dict | None =
             e[k] = str(v)
     argv = [sys.executable, script, *([f"hydra.run.dir={run_dir}"] if run_dir is not None else []), *args]
     return subprocess.run(argv, cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
+
+
+def wait_file(path: Path, timeout: float, pred=lambda p: p.exists()) -> None:
+    """Poll `pred(path)` every 0.3 s for at most `timeout` seconds (the process tests' bounded waits)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred(path):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{path} not ready after {timeout}s")
 
 
 def assert_one_line(stderr: str, *fragments: str) -> str:

@@ -19,8 +19,8 @@ from clika.eval.checkpoints import select
 from clika.scoring.api import RequestSet, Stopped, score_sets
 from clika.scoring.journal import Journal
 from clika.util.errors import ClikaError
-from conftest import MULTIPROCESS
-from test_slurm import _env, slurm, wait, wait_file  # noqa: F401 - the cluster fixture and helpers of training's SLURM tests
+from conftest import MULTIPROCESS, wait_file
+from test_slurm import _env, slurm, wait  # noqa: F401 - the cluster fixture and helpers of training's SLURM tests
 
 # one xdist worker (with test_slurm.py): the cluster's two 1-CPU nodes; the module's sweeps are submitted once
 pytestmark = MULTIPROCESS
