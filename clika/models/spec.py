@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from clika.util.errors import ClikaError
+
 
 @dataclass
 class ModelSpec:
