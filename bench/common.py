@@ -22,12 +22,12 @@ MODEL_FIELDS = ("name", "name_or_path", "gguf_package", "gguf_file", "dtype", "t
 
 def model_preset(name: str) -> dict:
     """ModelSpec fields of conf/model/<name>.yaml (tiny, gemma3_270m, smollm2_135m, ...)."""
-    from omegaconf import OmegaConf
+    from clika.app.defaults import model_preset as model_preset_of
 
     path = ROOT / "conf" / "model" / f"{name}.yaml"
     if not path.exists():
         raise SystemExit(f"bench: unknown model '{name}' (no {path.relative_to(ROOT)})")
-    node = OmegaConf.to_container(OmegaConf.load(path))
+    node = model_preset_of(path)
     return {k: v for k, v in node.items() if k in MODEL_FIELDS and v is not None}
 
 

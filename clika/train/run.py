@@ -30,6 +30,7 @@ from clika.app.run_dir import git_sha, save_run_config
 from clika.report.curves import read_rows, start_end_table
 from clika.app.env import PROJECT_ROOT, setup_env
 from clika.util.jsonl import atomic_write_text
+from clika.app.defaults import model_preset
 from clika.app.launch import global_rank, register_config
 from clika.app.quiet import quiet_known_noise
 from clika.models.load import ModelSpec, load_tokenizer, resolve_model_dir
@@ -69,9 +70,7 @@ def model_spec(cfg: DictConfig, init: str | None = None) -> ModelSpec:
     if init:
         preset = PROJECT_ROOT / "conf" / "model" / f"{init}.yaml"
         if preset.exists():
-            node = OmegaConf.load(preset)
-            bases = [OmegaConf.load(preset.parent / f"{b}.yaml") for b in node.pop("defaults", [])]
-            model = dict(_container(OmegaConf.merge(*bases, node)))
+            model = model_preset(preset)
         else:
             model.update(name=str(init).rstrip("/").split("/")[-1], name_or_path=str(init))
     return ModelSpec(**model)

@@ -6,10 +6,12 @@ import inspect
 from dataclasses import asdict, fields
 from pathlib import Path
 
+import pytest
 import yaml
 from omegaconf import OmegaConf
 
 from clika.app.compose import CONF, compose
+from clika.app.defaults import model_preset
 from clika.fictional.task import FictionalTask
 from clika.models.spec import ModelSpec, TinyConfig
 
@@ -55,3 +57,10 @@ def test_fictional_yaml_leaves_the_task_defaults_to_the_task():
     task = FictionalTask.from_config({**doc, "limit": 2})
     assert (task.scorers, task.gate, task.threshold, task.seed, task.form) == \
         (list(params["scorers"].default), "generate", params["threshold"].default, params["seed"].default, "qa")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "model").glob("*.yaml") if not p.stem.startswith("_")))
+def test_a_preset_composed_without_hydra_is_what_hydra_composes(name):
+    """`init_from=<preset>` inside a running train(cfg) composes the preset without Hydra (clika.app.defaults)."""
+    assert model_preset(CONF / "model" / f"{name}.yaml") == \
+        OmegaConf.to_container(compose("eval", [f"model={name}"]).model, resolve=True)

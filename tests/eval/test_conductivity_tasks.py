@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from clika.app.compose import compose
 from clika.eval.conductivity import conductivity, make_fictional
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -13,9 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_make_fictional_then_conductivity_tasks(tmp_path, capsys):
     root = ROOT
-    fict = OmegaConf.load(root / "conf" / "fictional" / "default.yaml")
-    base = {"model": OmegaConf.load(root / "conf" / "model" / "tiny.yaml"), "fictional": fict, "threads": None,
-            "device": "cpu"}
+    composed = compose("eval", [])  # the model and fictional nodes `python eval.py` composes
+    base = {"model": composed.model, "fictional": composed.fictional, "threads": None, "device": "cpu"}
     cfg = OmegaConf.create({**base, "output_dir": str(tmp_path / "gen"), "seed": 5, "cities": 2, "continents": 3})
     made = make_fictional(cfg)
     assert made["defects"] == [] and made["world"]["continents"] == 3
@@ -55,8 +55,8 @@ def test_conductivity_asks_with_the_template_the_export_was_trained_with(tmp_pat
     export = tmp_path / "run" / "export" / "hf"
     shutil.copytree(resolve_model_dir(ModelSpec()), export)
     (export / TRAINING_RECORD).write_text(json.dumps({"data.template": "plain"}), encoding="utf-8")
-    fict = OmegaConf.load(ROOT / "conf" / "fictional" / "default.yaml")
-    model = OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml")
+    composed = compose("eval", [])
+    fict, model = composed.fictional, composed.model
     model.name_or_path = str(export)
     cfg = OmegaConf.create({"model": model, "fictional": fict, "threads": None, "device": "cpu",
                             "output_dir": str(tmp_path / "cond")})

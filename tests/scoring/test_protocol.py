@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import LogitsProcessorList
 
+from clika.app.compose import compose
 from clika.util.errors import ClikaError
 from clika.scoring.judges import contains, first_char, first_char_correct
 from clika.models.load import ModelSpec
@@ -22,9 +23,8 @@ CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
 
 
 def preset(name: str) -> dict:
-    node = OmegaConf.load(CONF / f"{name}.yaml")
-    bases = [OmegaConf.load(CONF / f"{b}.yaml") for b in node.pop("defaults", [])]
-    return OmegaConf.to_container(OmegaConf.merge(*bases, node), resolve=True)
+    """The `model` node Hydra composes for `eval.py model=<name>` (bases and the ModelSpec defaults included)."""
+    return OmegaConf.to_container(compose("eval", [f"model={name}"]).model, resolve=True)
 
 
 # ---- judges: res_statistic.py eval_res ----
