@@ -17,7 +17,7 @@ from clika.app.help import register_help  # noqa: E402
 from clika.app.launch import register_config  # noqa: E402
 from clika.eval.run import COMMANDS, run  # noqa: E402
 
-register_config()  # run-dir resolvers used by conf/hydra/default.yaml
+register_config()  # the resolvers of conf/hydra/default.yaml and the conf/model default nodes
 register_help("eval", list(COMMANDS))  # ${clika_help:} (hydra.help.template)
 
 

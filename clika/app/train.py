@@ -25,7 +25,7 @@ from clika.app.env import setup_env  # noqa: E402
 from clika.app.help import register_help  # noqa: E402
 from clika.app.launch import register_config  # noqa: E402
 
-register_config()  # ${clika_run_dir:...} / ${clika_rank_zero:...} in conf/hydra/default.yaml
+register_config()  # ${clika_run_dir:...} / ${clika_rank_zero:...} and the conf/model default nodes
 register_help("train", list(COMMANDS))  # ${clika_help:} (hydra.help.template)
 
 
