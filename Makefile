@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 export PIP_CACHE_DIR ?= $(or $(TMPDIR),/tmp)/clika-cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: setup run test test-slow bench readme-figure clean slurm
+.PHONY: setup run test test-extended test-slow bench readme-figure clean slurm
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -28,6 +28,11 @@ run: setup
 XDIST  ?= -n 2 --dist loadgroup
 test: setup
 	$(PY) -m pytest -q $(XDIST)
+
+# The second lane (CI runs it after `make test`): the SLURM drills, multi-rank runs, kill-and-resume drills and
+# the remaining cells of the item-by-item comparisons; each default-suite concern keeps one of them there.
+test-extended: setup
+	$(PY) -m pytest -q $(XDIST) -m extended
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

@@ -62,6 +62,7 @@ def test_a_wrong_file_or_no_network_leaves_nothing_behind(mirror, tmp_path):
     assert not (tmp_path / "dest").exists()
 
 
+@pytest.mark.extended
 def test_eval_cli_get_data_reports_where_and_the_train_config_uses_it(mirror, tmp_path):
     env = {**os.environ, "CLIKA_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
     env.pop("CLIKA_DATA", None)

@@ -24,6 +24,7 @@ def _eval_cfg(out: Path, *overrides: str):
         return compose("eval", overrides=[f"paths.root_dir={ROOT}", f"paths.output_dir={out}", *overrides])
 
 
+@pytest.mark.extended
 def test_every_checkpoint_is_evaluated_as_eval_py_would(train_cfg, data_root, tmp_path):
     out = train(train_cfg("trainer.max_steps=6", "callbacks.model_checkpoint.every_n_train_steps=2",
                           "callbacks.model_checkpoint.save_top_k=-1", "~callbacks.clika",

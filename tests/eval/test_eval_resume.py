@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["print_config=false", "clika.datasets=[x_copa,x_csqa,x_geo,x_name]", "clika.langs=[en,zh,de]",
         "clika.limit=12", "threads=1"]
@@ -26,6 +28,7 @@ def _predictions(run: Path) -> dict:
     return {str(p.relative_to(run)): p.read_text() for p in sorted((run / "predictions").rglob("*.jsonl"))}
 
 
+@pytest.mark.extended
 def test_sigkill_then_resume_equals_an_uninterrupted_run(data_root, tmp_path):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     subprocess.run(_cmd(whole), cwd=ROOT, env=_env(data_root), check=True, capture_output=True, timeout=600)

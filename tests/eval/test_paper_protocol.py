@@ -21,6 +21,7 @@ def run_eval(args, data_root, tmp_path):
                env={"CLIKA_DATA": data_root}, timeout=600)
 
 
+@pytest.mark.extended
 def test_paper_protocol_run_is_rescored_to_its_own_accuracies(data_root, tmp_path):
     run = tmp_path / "run"
     proc = run_eval(["clika.protocol=paper", "clika.datasets=[x_copa,x_csqa,x_geo,x_name]", "clika.langs=[en,zh,de]",

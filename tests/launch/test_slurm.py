@@ -174,6 +174,7 @@ def reference(slurm, tmp_path_factory):
 
 
 # ---------------------------------------------------------------- preemption (c, d)
+@pytest.mark.extended
 @pytest.mark.slurm
 def test_preemption_by_requeue_and_by_time_limit_resumes_once_each(slurm, reference, tmp_path):
     out = tmp_path / "out"
@@ -212,6 +213,7 @@ def test_preemption_by_requeue_and_by_time_limit_resumes_once_each(slurm, refere
 
 
 # ---------------------------------------------------------------- stalled attempts (e), lock vs a live job (3)
+@pytest.mark.extended
 @pytest.mark.slurm
 def test_stalled_attempts_stop_requeueing_and_a_second_job_in_the_dir_is_refused(slurm, tmp_path):
     out, run = tmp_path / "out", tmp_path / "run"
@@ -258,6 +260,7 @@ def test_scancel_writes_a_checkpoint_and_exits_cleanly(slurm, tmp_path):
 
 
 # ---------------------------------------------------------------- sbatch DDP over 2 nodes (a)
+@pytest.mark.extended
 @pytest.mark.slurm
 def test_sbatch_ddp_on_two_nodes(slurm, reference, tmp_path):
     out, run = tmp_path / "out", tmp_path / "run"
@@ -298,6 +301,7 @@ def _pids_of(jid: str, procid: str | None = None) -> list[int]:
     return pids
 
 
+@pytest.mark.extended
 @pytest.mark.slurm
 def test_a_killed_rank_ends_the_job_and_a_resubmission_resumes(slurm, tmp_path):
     out, run = tmp_path / "out", tmp_path / "run"
@@ -333,6 +337,7 @@ def _results(sweep_root: Path) -> list:
     return out
 
 
+@pytest.mark.extended
 @pytest.mark.slurm
 def test_hydra_slurm_sweep_one_and_two_node_jobs(slurm, tmp_path):
     """(b) The README's sweep: two 1-node jobs, then two 2-node jobs. (d) under the submitit launcher: one 1-node

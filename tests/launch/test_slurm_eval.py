@@ -83,6 +83,7 @@ def model_sweep(slurm, data_root, tmp_path_factory):
     return get
 
 
+@pytest.mark.extended
 @pytest.mark.slurm
 def test_sigusr1_requeues_once_and_the_resumed_evaluation_equals_an_uninterrupted_one(slurm, data_root, model_sweep,
                                                                                       tmp_path):
@@ -121,6 +122,7 @@ def test_sigusr1_requeues_once_and_the_resumed_evaluation_equals_an_uninterrupte
     assert res["datasets"] == json.loads((ref / "results.json").read_text())["datasets"]
 
 
+@pytest.mark.extended
 @pytest.mark.slurm
 def test_a_model_sweep_runs_one_slurm_job_per_model(slurm, model_sweep):
     sweep = model_sweep()
@@ -179,6 +181,7 @@ def _submit_both_sweeps_first(request):
             pass
 
 
+@pytest.mark.extended
 @pytest.mark.slurm
 def test_a_checkpoint_sweep_runs_one_job_per_checkpoint_and_one_table_over_them(slurm, checkpoint_sweep):
     sweep, shared = checkpoint_sweep()

@@ -21,6 +21,7 @@ def _rows(run_dir) -> dict[int, dict[str, dict]]:
     return out
 
 
+@pytest.mark.extended
 def test_shortened_default_run_moves_performance_and_consistency(train_cfg, capsys):
     """Half the default's 600 steps, probe at the start and the end only (all 80 cities, cloze form)."""
     out = train(train_cfg("trainer.max_steps=300", "callbacks.model_checkpoint.every_n_train_steps=300",

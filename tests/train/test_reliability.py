@@ -117,6 +117,7 @@ def _final_state(run_dir: Path) -> tuple[int, dict]:
     return ckpt["global_step"], ckpt["state_dict"]
 
 
+@pytest.mark.extended
 def test_sigkill_at_random_step_then_resume_auto_matches_uninterrupted_run(drill, tmp_path, data_root):
     """kill -9 the whole job once a checkpoint exists (random delay), restart with resume=auto: same final
     weights, same per-step metrics, alignment.csv without duplicate or missing rows, one W&B run id."""
@@ -178,6 +179,7 @@ def test_sigkill_at_random_step_then_resume_auto_matches_uninterrupted_run(drill
     assert wandb_dirs and {p.name.rsplit("-", 1)[-1] for p in wandb_dirs} == {run_id}
 
 
+@pytest.mark.extended
 def test_sigterm_saves_a_checkpoint_before_exit_and_resume_continues(drill, tmp_path):
     run = tmp_path / "run"
     common = ["trainer.max_steps=40", "logger=csv", "++logger.csv.flush_logs_every_n_steps=1", *SMALL, "callbacks.model_checkpoint.every_n_train_steps=1000",
@@ -340,6 +342,7 @@ def test_nan_guard_rejects_unknown_mode():
         NanGuard(mode="ignore")
 
 
+@pytest.mark.extended
 def test_wandb_online_without_a_server_continues_offline_in_bounded_time(drill, tmp_path):
     run = tmp_path / "run"
     env = _env(drill, WANDB_MODE="online", WANDB_BASE_URL="http://127.0.0.1:9",

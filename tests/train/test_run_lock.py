@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import wait_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +22,7 @@ JOB = ["threads=1", "trainer.accelerator=cpu", "export.enabled=false", "print_co
        "fictional.limit=4"]
 
 
+@pytest.mark.extended
 def test_a_second_run_in_a_live_run_dir_is_refused(tmp_path):
     run = tmp_path / "run"
     # The first run is long (it would train for hours) and is stopped by SIGTERM once the second has been

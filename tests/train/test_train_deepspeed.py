@@ -27,8 +27,9 @@ FAST = ["trainer.max_steps=3", "trainer.limit_val_batches=1", "trainer.val_check
 PROBE = "+callbacks.probe._target_=partition_probe.PartitionProbe"  # tests/partition_probe.py
 
 
-@pytest.mark.parametrize("strategy,method", [("deepspeed_zero2", "full"), ("deepspeed_zero3", "full"),
-                                             ("deepspeed_zero2", "lora"), ("deepspeed_zero3", "lora")])
+@pytest.mark.parametrize("strategy,method", [  # the default suite: each ZeRO stage once; the extended lane: the rest
+    pytest.param("deepspeed_zero2", "full", marks=pytest.mark.extended), ("deepspeed_zero3", "full"),
+    ("deepspeed_zero2", "lora"), pytest.param("deepspeed_zero3", "lora", marks=pytest.mark.extended)])
 def test_zero_on_cpu_trains_checkpoints_and_exports(train_cfg, tmp_path, strategy, method):
     # ZeRO-3 with checkpointed layers and the chunked loss (the lm_head recomputed per chunk on gathered weights)
     ckpt_on = ["model.gradient_checkpointing=true"] if strategy == "deepspeed_zero3" else []
@@ -69,6 +70,7 @@ def test_a_zero3_module_reads_its_config_without_the_model_and_builds_once(train
     assert module.model is model and model.training and module.tokenizer is not None
 
 
+@pytest.mark.extended
 def test_zero2_resume_continues_at_the_same_step(train_cfg, tmp_path):
     common = ["experiment=mixed_pretrain_zh", "strategy=deepspeed_zero2", "data.block_size=32",
               "trainer.max_steps=6", "trainer.limit_val_batches=0", "export.enabled=false"]
