@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 import warnings
-from contextlib import contextmanager, redirect_stderr
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from functools import partial
 from pathlib import Path
 
@@ -267,3 +267,16 @@ def check_config_error(script: str, overrides: list[str] | tuple[str, ...] = (),
         return err.getvalue()
     pytest.fail(f"{script} {' '.join(overrides)}: no error{' before the job' if not job else ''}; stderr: "
                 f"{err.getvalue()[-3000:]}")
+
+
+def run_in_process(script: str, overrides: list[str] | tuple[str, ...] = (), *, env: dict | None = None) -> str:
+    """In-process `python <script> <overrides>` that must succeed (what the entry point runs, then the job, as in
+    `check_config_error(job=True)`); returns stdout. The command-line process itself is smoke-tested once per entry
+    point and exit path; the other runs of a command need not re-import torch in a fresh process."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with _as_command_line(script, list(overrides), env), redirect_stdout(out), redirect_stderr(err):
+            _hydra_front(script, list(overrides), job=True)
+    except SystemExit as e:
+        pytest.fail(f"{script} {' '.join(overrides)}: exit {e.code}; stderr: {err.getvalue()[-3000:]}")
+    return out.getvalue()

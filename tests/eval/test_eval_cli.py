@@ -1,11 +1,11 @@
-"""eval.py end to end, as a user runs it (subprocess, real Hydra, tiny model); its config errors in-process
-(tests/conftest.py check_config_error: what eval.py runs up to the error)."""
+"""eval.py end to end, as a user runs it (one subprocess, real Hydra, tiny model); its other commands and its config
+errors in-process (tests/conftest.py run_in_process / check_config_error: what eval.py runs, in this process)."""
 
 import json
 
 import pytest
 
-from conftest import assert_one_line, check_config_error, cli
+from conftest import assert_one_line, check_config_error, cli, run_in_process
 
 
 def run_eval(args, data_root, tmp_path, check=True):
@@ -14,6 +14,12 @@ def run_eval(args, data_root, tmp_path, check=True):
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def eval_in_process(args, data_root, tmp_path) -> str:
+    """run_eval's command line in-process (the subprocess smoke test is test_evaluate_...)."""
+    return run_in_process("eval.py", [f"paths.log_dir={tmp_path}/logs", "print_config=false", *args],
+                          env={"CLIKA_DATA": str(data_root)})
 
 
 def eval_error(args, data_root, tmp_path) -> str:
@@ -41,8 +47,8 @@ def test_evaluate_writes_results_predictions_report_and_plots(data_root, tmp_pat
 
 def test_dump_prompts(data_root, tmp_path):
     out = tmp_path / "out"
-    run_eval(["task=dump_prompts", f"output_dir={out}", "clika.datasets=[x_geo]", "clika.langs=[en,ja]"],
-             data_root, tmp_path)
+    eval_in_process(["task=dump_prompts", f"output_dir={out}", "clika.datasets=[x_geo]", "clika.langs=[en,ja]"],
+                    data_root, tmp_path)
     rows = [json.loads(l) for l in (out / "prompts" / "x_geo" / "ja.jsonl").read_text(encoding="utf-8").splitlines()]
     official = [json.loads(l) for l in (data_root / "prompts" / "x_geo" / "ja.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 200 and rows[5] == {"uuid": str(official[5]["uuid"]), "input": official[5]["input"]}
@@ -50,7 +56,7 @@ def test_dump_prompts(data_root, tmp_path):
 
 def test_rescore_task_all_systems(data_root, tmp_path):
     out = tmp_path / "out"
-    run_eval(["task=rescore", f"results_dir={data_root / 'results'}", f"output_dir={out}"], data_root, tmp_path)
+    eval_in_process(["task=rescore", f"results_dir={data_root / 'results'}", f"output_dir={out}"], data_root, tmp_path)
     rep = json.loads((out / "rescore.json").read_text())
     assert len(rep) == 46 and set(rep["llama2_7b"]) == {"x_copa", "x_csqa", "x_geo", "x_name"}
     assert set(rep["llama2_7b"]["x_geo"]["zh"]) == {"acc", "ra", "en_co", "n"}

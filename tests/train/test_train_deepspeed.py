@@ -88,7 +88,7 @@ def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 @MULTIPROCESS
 @pytest.mark.parametrize("strategy", ["deepspeed_zero2", "deepspeed_zero3", "ddp"])
 def test_two_processes_on_cpu(tmp_path, strategy):
@@ -115,7 +115,7 @@ def test_offload_builds_cpu_adam_once(tmp_path):
     print(f"cold run incl. op builds: {cold:.0f}s; built: {sorted(p.name for p in ext.glob('*/*'))}")
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 @MULTIPROCESS
 def test_zero3_two_ranks_build_partitioned_and_train_as_one_process(tmp_path):
     """ZeRO-3 x 2 CPU ranks (batch 4 each, configure_model under zero.Init) against one process (batch 8): each rank
