@@ -252,31 +252,37 @@ def _hydra_front(script: str, argv: list[str], job: bool) -> None:
         HydraConfig.instance().cfg = None
 
 
+def _front(script: str, overrides, env: dict | None, job: bool) -> tuple[int | None, str, str]:
+    """`_hydra_front` as `python <script> <overrides>` (with `env`) runs it: (exit code, None if it returned;
+    stdout; stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with _as_command_line(script, list(overrides), env), redirect_stdout(out), redirect_stderr(err):
+            _hydra_front(script, list(overrides), job)
+    except SystemExit as e:
+        return e.code, out.getvalue(), err.getvalue()
+    return None, out.getvalue(), err.getvalue()
+
+
 def check_config_error(script: str, overrides: list[str] | tuple[str, ...] = (), *, env: dict | None = None,
                        job: bool = False) -> str:
     """In-process `python <script> <overrides>` that must stop with a user error: runs what the entry point runs
     before the job (the command-line checks in `friendly_errors`, then Hydra's composition and the ConfigChecks
     callback; with `job=True` the job too), expects exit 2, and returns stderr (the one-line error, plus the
     traceback in debug). `env` sets (None: removes) variables for the call, CLIKA_DEBUG unset unless given."""
-    err = io.StringIO()
-    try:
-        with _as_command_line(script, list(overrides), env), redirect_stderr(err):
-            _hydra_front(script, list(overrides), job)
-    except SystemExit as e:
-        assert e.code == 2, (e.code, err.getvalue()[-3000:])
-        return err.getvalue()
-    pytest.fail(f"{script} {' '.join(overrides)}: no error{' before the job' if not job else ''}; stderr: "
-                f"{err.getvalue()[-3000:]}")
+    code, _, err = _front(script, overrides, env, job)
+    if code is None:
+        pytest.fail(f"{script} {' '.join(overrides)}: no error{' before the job' if not job else ''}; stderr: "
+                    f"{err[-3000:]}")
+    assert code == 2, (code, err[-3000:])
+    return err
 
 
 def run_in_process(script: str, overrides: list[str] | tuple[str, ...] = (), *, env: dict | None = None) -> str:
     """In-process `python <script> <overrides>` that must succeed (what the entry point runs, then the job, as in
     `check_config_error(job=True)`); returns stdout. The command-line process itself is smoke-tested once per entry
     point and exit path; the other runs of a command need not re-import torch in a fresh process."""
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        with _as_command_line(script, list(overrides), env), redirect_stdout(out), redirect_stderr(err):
-            _hydra_front(script, list(overrides), job=True)
-    except SystemExit as e:
-        pytest.fail(f"{script} {' '.join(overrides)}: exit {e.code}; stderr: {err.getvalue()[-3000:]}")
-    return out.getvalue()
+    code, out, err = _front(script, overrides, env, job=True)
+    if code is not None:
+        pytest.fail(f"{script} {' '.join(overrides)}: exit {code}; stderr: {err[-3000:]}")
+    return out

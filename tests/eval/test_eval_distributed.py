@@ -43,7 +43,8 @@ def _numbers(tree, path="") -> dict:
 @pytest.mark.parametrize("protocol_args", [  # the default suite: cloze; the extended lane: the other two
     pytest.param(["clika.protocol=letter", "clika.circular=true", "clika.datasets=[x_copa,x_geo]", "clika.limit=7"],
                  marks=pytest.mark.extended),
-    pytest.param(["clika.protocol=paper", "clika.datasets=[x_copa,x_name]", "clika.limit=5"], marks=pytest.mark.extended),
+    pytest.param(["clika.protocol=paper", "clika.datasets=[x_copa,x_name]", "clika.limit=5"],
+                 marks=pytest.mark.extended),
     ["clika.protocol=cloze", "clika.datasets=[x_geo]", "clika.limit=5"],
 ], ids=["letter-circular", "paper", "cloze"])
 def test_two_gloo_ranks_equal_one_process_item_for_item(data_root, tmp_path, protocol_args):

@@ -94,8 +94,8 @@ def test_resume_continues_the_same_loss_curve(train_cfg, tmp_path):
 
 def test_wandb_offline_in_run_dir_and_init_from_export(train_cfg, tmp_path):
     """W&B writes offline inside the run dir; a new stage can start from the exported HF folder."""
-    first = train(train_cfg("experiment=continued_pretrain_zh", "logger=wandb", "trainer.max_steps=2", "init_from=null",
-                            "trainer.limit_val_batches=0", *PROBE, run_dir=tmp_path / "stage1"))
+    first = train(train_cfg("experiment=continued_pretrain_zh", "logger=wandb", "trainer.max_steps=2",
+                            "init_from=null", "trainer.limit_val_batches=0", *PROBE, run_dir=tmp_path / "stage1"))
     assert first["wandb"] and Path(first["wandb"]).is_dir()
     assert Path(first["wandb"]).resolve().is_relative_to((tmp_path / "stage1").resolve())
     run_id = (tmp_path / "stage1" / "wandb_run_id").read_text().strip()
@@ -103,8 +103,8 @@ def test_wandb_offline_in_run_dir_and_init_from_export(train_cfg, tmp_path):
     second = train(train_cfg("experiment=instruct_en", f"init_from={first['export']['hf']}", "trainer.max_steps=1",
                              "trainer.limit_val_batches=0", "export.enabled=false", *PROBE, run_dir=tmp_path / "stage2"))
     assert second["global_step"] == 1
-    again = train(train_cfg("experiment=continued_pretrain_zh", "task=export", "init_from=null", f"resume={tmp_path / 'stage1'}",
-                            run_dir=tmp_path / "stage1"))
+    again = train(train_cfg("experiment=continued_pretrain_zh", "task=export", "init_from=null",
+                            f"resume={tmp_path / 'stage1'}", run_dir=tmp_path / "stage1"))
     assert Path(again["export"]["hf"], "config.json").exists()
     record = json.loads(Path(again["export"]["hf"], "clika_training.json").read_text())
     assert record == {"data.template": "alpaca"}  # a standalone export records the template like the fit's
