@@ -140,6 +140,11 @@ def tiny():
 # ---- training (train/): compose conf/train.yaml the way `python train.py ...` does ----
 TRAIN_TEST_OVERRIDES = ["logger=csv", "threads=1", "trainer.enable_progress_bar=false",
                         "trainer.log_every_n_steps=1", "trainer.limit_val_batches=1"]
+# a `python train.py` job as a process (SLURM, run-lock drills): small, CPU, one thread; CLiKA evaluations at
+# start, checkpoints and end, on small limits
+SMALL_JOB = ["threads=1", "trainer.accelerator=cpu", "export.enabled=false", "print_config=false",
+             "trainer.enable_progress_bar=false", "trainer.limit_val_batches=1", "callbacks.clika.limit=4",
+             "fictional.limit=4"]
 
 
 @pytest.fixture

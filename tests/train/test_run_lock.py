@@ -13,13 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_file
+from conftest import SMALL_JOB, wait_file
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
-JOB = ["threads=1", "trainer.accelerator=cpu", "export.enabled=false", "print_config=false",
-       "trainer.enable_progress_bar=false", "trainer.limit_val_batches=1", "callbacks.clika.limit=4",
-       "fictional.limit=4"]
 
 
 @pytest.mark.extended
@@ -27,7 +24,7 @@ def test_a_second_run_in_a_live_run_dir_is_refused(tmp_path):
     run = tmp_path / "run"
     # The first run is long (it would train for hours) and is stopped by SIGTERM once the second has been
     # refused: with a short first run, a slow start of the second (CI under load) found the lock released.
-    args = [PY, "train.py", "resume=auto", f"hydra.run.dir={run}", *JOB, "logger=csv", "trainer.max_steps=100000",
+    args = [PY, "train.py", "resume=auto", f"hydra.run.dir={run}", *SMALL_JOB, "logger=csv", "trainer.max_steps=100000",
             "trainer.val_check_interval=100000", "callbacks.model_checkpoint.every_n_train_steps=100000",
             "++logger.csv.flush_logs_every_n_steps=1"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "CLIKA_RUN_DIR"))}
